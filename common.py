@@ -1,0 +1,243 @@
+"""Plumbing every stage shares, in one place: presets, the command line, device and DDP setup,
+the learning-rate schedule, batches of token ids, greedy evaluation by the verifier, JSON files.
+Nothing here is about the o1 recipe itself; the stage scripts are.
+"""
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from data.task import EOT, PAD, ProblemError, TaskConfig, parse_problem, prompt_text
+from data.tokenizer import encode, decode, fingerprint, get_tokenizer, special_id
+from data.verify import verify
+from model import ATTENTION_BACKENDS, CheckpointError, GPTConfig, generate
+
+
+# ----------------------------------------------------------------------------- presets
+
+@dataclass(frozen=True)
+class Preset:
+    task: TaskConfig
+    # data: problems per split (test: per difficulty bin)
+    n_train: int
+    n_val: int
+    n_test_per_bin: int
+    # model
+    n_layer: int
+    n_head: int
+    n_embd: int
+    block_size: int
+    # chain-of-thought SFT
+    sft_steps: int
+    batch_size: int         # sequences per optimizer step, over all processes
+    micro_batch: int        # sequences per forward pass; batch_size / (micro_batch * world) accumulation steps
+    lr: float
+    warmup: int
+    eval_every: int         # steps between quick evaluations (and checkpoints)
+    eval_problems: int = 128  # problems in a quick evaluation
+
+    def model_config(self):
+        return GPTConfig(vocab_size=get_tokenizer().n_vocab, block_size=self.block_size,
+                         n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd)
+
+
+PRESETS = {
+    # seconds on a laptop CPU: the test suite's size
+    "test": Preset(TaskConfig(n_assign=6, max_train_d=2, max_eval_d=4), n_train=400, n_val=32, n_test_per_bin=8,
+                   n_layer=2, n_head=2, n_embd=32, block_size=128,
+                   sft_steps=6, batch_size=8, micro_batch=4, lr=3e-3, warmup=2, eval_every=3, eval_problems=8),
+    # minutes on a 2-core CPU
+    "tiny": Preset(TaskConfig(n_assign=8, max_train_d=3, max_eval_d=6), n_train=40000, n_val=256, n_test_per_bin=100,
+                   n_layer=4, n_head=4, n_embd=128, block_size=192,
+                   sft_steps=1200, batch_size=32, micro_batch=32, lr=3e-3, warmup=60, eval_every=200),
+    # minutes on one GPU: the size the later stages use
+    "small": Preset(TaskConfig(n_assign=16, max_train_d=6, max_eval_d=12), n_train=200000, n_val=512, n_test_per_bin=200,
+                    n_layer=6, n_head=6, n_embd=384, block_size=448,
+                    sft_steps=3000, batch_size=128, micro_batch=64, lr=1e-3, warmup=200, eval_every=500),
+}
+
+
+# ----------------------------------------------------------------------------- command line
+
+class UserError(Exception):
+    """Something the user can fix; printed as one line, no traceback."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + error
+        sys.exit(f"{self.prog}: error: {message}")
+
+
+def stage_parser(description):
+    """The flags every stage takes (DESIGN section 5)."""
+    parser = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="tiny", choices=PRESETS, help="size of everything (default: tiny)")
+    parser.add_argument("--out", default=None, help="run directory (default: out/PRESET)")
+    parser.add_argument("--attn", default="sdpa", choices=ATTENTION_BACKENDS, help="attention backend (default: sdpa)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def parse(parser, argv):
+    args = parser.parse_args(argv)
+    args.out = args.out or os.path.join("out", args.preset)
+    return args
+
+
+def run_cli(main):
+    """Run a script's main; errors a user can cause become one line on stderr and exit code 1."""
+    try:
+        main()
+    except (UserError, CheckpointError, ProblemError) as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted: run again with --resume to continue from the last checkpoint")
+
+
+# ----------------------------------------------------------------------------- device, DDP
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def master(self):
+        return self.rank == 0
+
+
+def setup_device(device=None):
+    """Plain python: one process. Under torchrun: DDP, nccl on GPUs, gloo on CPU."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but this torch sees no GPU")
+    if "RANK" not in os.environ:
+        return Dist(device=device)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, device)
+
+
+def teardown(d):
+    if d.world > 1:
+        dist.destroy_process_group()
+
+
+def autocast(device):
+    """bf16 autocast on GPU (matmuls in bf16, master weights and reductions in fp32); fp32 on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def lr_at(step, total, peak, warmup):
+    """Linear warmup to peak, then cosine decay to a tenth of it."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ----------------------------------------------------------------------------- data
+
+def read_split(out, split):
+    """DIR/data/SPLIT.jsonl: one record per problem (problem, difficulty, answer, solution)."""
+    path = os.path.join(out, "data", f"{split}.jsonl")
+    if not os.path.exists(path):
+        raise UserError(f"no data at {path}: run python data/prepare.py --out {out} first")
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def read_task(out):
+    path = os.path.join(out, "data", "meta.json")
+    if not os.path.exists(path):
+        raise UserError(f"no data at {path}: run python data/prepare.py --out {out} first")
+    with open(path) as f:
+        meta = json.load(f)
+    if meta["tokenizer"] != fingerprint(get_tokenizer()):
+        raise UserError(f"{path} was written with tokenizer {meta['tokenizer']}: run data/prepare.py again")
+    return TaskConfig(**meta["task"])
+
+
+def encode_examples(records):
+    """Token ids of prompt + solution, and the prompt's length (the loss skips the prompt)."""
+    prompts = get_tokenizer().encode_batch([prompt_text(r["problem"]) for r in records], allowed_special="all")
+    solutions = get_tokenizer().encode_batch([r["solution"] for r in records], allowed_special="all")
+    return [(p + s, len(p)) for p, s in zip(prompts, solutions)]
+
+
+def make_batch(examples, device):
+    """x (B, T) inputs, y (B, T) next-token targets, -1 where no loss: prompt and padding."""
+    T = max(len(ids) for ids, _ in examples) - 1
+    x = torch.full((len(examples), T), special_id(PAD), dtype=torch.long)
+    y = torch.full((len(examples), T), -1, dtype=torch.long)
+    for i, (ids, n_prompt) in enumerate(examples):
+        ids = torch.tensor(ids)
+        x[i, :len(ids) - 1] = ids[:-1]
+        y[i, n_prompt - 1:len(ids) - 1] = ids[n_prompt:]  # the target at position t is token t+1
+    return x.to(device), y.to(device)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def evaluate_policy(model, records, task, device, batch_size=256, desc=None):
+    """Greedy decoding on each problem, scored by the verifier, per difficulty bin: the fraction
+    of right final answers and the fraction of right steps among the steps written."""
+    from tqdm import tqdm
+    model.eval()
+    bins = {}
+    eot = special_id(EOT)
+    order = sorted(range(len(records)), key=lambda i: len(records[i]["problem"]))  # similar lengths batch well
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=desc is None, leave=False):
+        chunk = [records[i] for i in order[start:start + batch_size]]
+        prompts = [encode(prompt_text(r["problem"])) for r in chunk]
+        with autocast(device):
+            tokens, _ = generate(model, prompts, model.cfg.block_size, special_id(PAD), stop_ids=(eot,))
+        for r, out in zip(chunk, tokens):
+            v = verify(parse_problem(r["problem"], task.p), decode(out), task.p)
+            b = bins.setdefault(r["difficulty"], [0, 0, 0, 0, 0])  # problems, right answers, steps, right steps, tokens
+            b[0] += 1
+            b[1] += v.answer_correct
+            b[2] += len(v.step_correct)
+            b[3] += sum(v.step_correct)
+            b[4] += len(out)
+    model.train()
+    keys = sorted(bins)
+    return {
+        "accuracy": sum(b[1] for b in bins.values()) / max(1, len(records)),
+        "accuracy_by_difficulty": {str(d): bins[d][1] / bins[d][0] for d in keys},
+        "step_accuracy_by_difficulty": {str(d): bins[d][3] / max(1, bins[d][2]) for d in keys},
+        "problems_by_difficulty": {str(d): bins[d][0] for d in keys},
+        "generated_tokens_by_difficulty": {str(d): bins[d][4] / bins[d][0] for d in keys},  # mean per problem
+    }
+
+
+def accuracy_table(metrics, train_max_d):
+    """The per-bin table every stage prints: difficulty, answer accuracy, step accuracy."""
+    acc, step = metrics["accuracy_by_difficulty"], metrics["step_accuracy_by_difficulty"]
+    lines = ["| difficulty | accuracy | step accuracy |", "|---:|---:|---:|"]
+    for d in acc:
+        ood = " (beyond training)" if int(d) > train_max_d else ""
+        lines.append(f"| {d}{ood} | {acc[d]:.3f} | {step[d]:.3f} |")
+    return "\n".join(lines)
+
+
+def write_json(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)

@@ -1,0 +1,286 @@
+"""A small GPT: the policy, the reward models and the value model are all this one network.
+
+Decoder-only transformer in the modern small-model style (nanoGPT, with rotary positions and
+RMSNorm): token embedding -> n_layer x [RMSNorm -> causal self-attention -> RMSNorm -> MLP]
+-> RMSNorm -> two heads. The language-model head is tied to the token embedding; the scalar
+head (one linear layer) serves the process and outcome reward models and the PPO critic.
+
+Also here: batched generation with a KV cache (what every later stage calls to sample), the
+attention backends behind one switch, and checkpoint reading and writing.
+"""
+import math
+import os
+import warnings
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from data.tokenizer import fingerprint, get_tokenizer
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    block_size: int = 256   # the longest sequence (prompt + solution) the model reads
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    rope_base: float = 10000.0
+
+
+# ----------------------------------------------------------------------------- attention
+
+ATTENTION_BACKENDS = ("math", "sdpa", "cuda")
+_warned = set()
+
+
+def resolve_attention(name):
+    """The backend that will really run. `cuda` (kernels.cu, a hand-written flash attention)
+    is not part of this version yet, so it falls back to `sdpa` with one warning."""
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}: choose from {', '.join(ATTENTION_BACKENDS)}")
+    if name == "cuda":
+        if "cuda" not in _warned:
+            warnings.warn("--attn cuda: the kernels.cu backend is not built in this version; using sdpa", stacklevel=2)
+            _warned.add("cuda")
+        return "sdpa"
+    return name
+
+
+def attention(q, k, v, backend, mask=None):
+    """softmax(Q K^T / sqrt(d)) V, causal. q: (B, H, Tq, D), k and v: (B, H, Tk, D).
+    mask: None for the plain causal case (Tq == Tk), else a bool (B, 1, Tq, Tk), True = may attend."""
+    if backend == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, Tq, Tk)
+    if mask is None:
+        mask = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=q.device).tril()
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
+
+
+# ----------------------------------------------------------------------------- rotary positions
+
+def rope_tables(head_dim, length, base):
+    """cos and sin of position * theta_i, theta_i = base^(-2i/d) (Su et al. 2021, eq. 34)."""
+    theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+    angles = torch.outer(torch.arange(length, dtype=torch.float32), theta)  # (T, D/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate each pair (x1_i, x2_i) of x (B, H, T, D) by its position's angle; cos, sin: (B, 1, T, D/2)."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+
+
+# ----------------------------------------------------------------------------- the network
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, so each new token costs one
+    position of work instead of a forward pass over the whole sequence."""
+
+    def __init__(self, n_layer, max_len):
+        self.k, self.v = [None] * n_layer, [None] * n_layer
+        self.max_len, self.length = max_len, 0
+
+    def append(self, layer, k, v):
+        """Store k, v (B, H, T, D) after the cached positions; return all keys and values so far."""
+        if self.k[layer] is None:
+            B, H, _, D = k.shape
+            self.k[layer] = k.new_zeros(B, H, self.max_len, D)
+            self.v[layer] = v.new_zeros(B, H, self.max_len, D)
+        end = self.length + k.size(2)
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.n_embd // cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+
+    def forward(self, x, cos, sin, backend, mask, kv_cache, layer):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.append(layer, k, v)
+        y = attention(q, k, v, backend, mask)  # (B, H, T, D)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.norm1, self.norm2 = nn.RMSNorm(cfg.n_embd), nn.RMSNorm(cfg.n_embd)
+        self.attn = Attention(cfg)
+        self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False), nn.GELU(),
+                                 nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False))
+
+    def forward(self, x, cos, sin, backend, mask, kv_cache, layer):
+        x = x + self.attn(self.norm1(x), cos, sin, backend, mask, kv_cache, layer)
+        return x + self.mlp(self.norm2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg, attn="sdpa"):
+        super().__init__()
+        if cfg.n_embd % cfg.n_head or (cfg.n_embd // cfg.n_head) % 2:
+            raise ValueError("n_embd must split into n_head heads of even size")
+        self.cfg, self.attn = cfg, resolve_attention(attn)
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = nn.RMSNorm(cfg.n_embd)
+        self.scalar_head = nn.Linear(cfg.n_embd, 1)  # reward models and the critic read this
+        cos, sin = rope_tables(cfg.n_embd // cfg.n_head, cfg.block_size, cfg.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init)
+        for block in self.blocks:  # residual projections scaled down with depth (GPT-2)
+            nn.init.normal_(block.attn.proj.weight, std=0.02 / math.sqrt(2 * cfg.n_layer))
+            nn.init.normal_(block.mlp[2].weight, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        nn.init.zeros_(self.scalar_head.weight)
+        nn.init.zeros_(self.scalar_head.bias)
+
+    @staticmethod
+    def _init(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def forward(self, idx, head="lm", positions=None, mask=None, kv_cache=None):
+        """idx (B, T) token ids -> logits (B, T, vocab) for head="lm", or scores (B, T) for
+        head="scalar". positions (B, T) default to 0..T-1; mask and kv_cache are for generation."""
+        B, T = idx.shape
+        if positions is None:
+            if T > self.cfg.block_size:
+                raise ValueError(f"a sequence of {T} tokens is longer than the model's block_size {self.cfg.block_size}")
+            positions = torch.arange(T, device=idx.device).expand(B, T)
+        cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)  # (B, 1, T, D/2)
+        x = self.wte(idx)  # (B, T, C)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cos, sin, self.attn, mask, kv_cache, layer)
+        if kv_cache is not None:
+            kv_cache.length += T
+        x = self.norm(x)
+        if head == "scalar":
+            return self.scalar_head(x).squeeze(-1)
+        return x @ self.wte.weight.t()  # tied: the output layer is the embedding (Press & Wolf 2017)
+
+
+# ----------------------------------------------------------------------------- generation
+
+def sample_next(logits, temperature, top_k, generator=None):
+    """One token per row from logits (B, V), and its log-probability under softmax(logits / T).
+    temperature 0 is greedy. top_k, if set, samples among the k likeliest tokens only."""
+    logits = logits.float()
+    if temperature == 0:
+        token = logits.argmax(-1)
+        return token, torch.log_softmax(logits, -1).gather(-1, token[:, None]).squeeze(-1)
+    logits = logits / temperature
+    logprobs = torch.log_softmax(logits, -1)
+    if top_k is not None and top_k < logits.size(-1):
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    token = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(-1)
+    return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(model, prompts, max_new_tokens, pad_id, stop_ids=(), temperature=0.0, top_k=None, generator=None):
+    """Continue each prompt (a list of token ids) until it emits a token of stop_ids or has
+    max_new_tokens new tokens. Prompts are left-padded into one batch and decoded together with
+    a KV cache. Returns, per prompt, the new tokens (the stop token included) and their
+    log-probabilities (see sample_next)."""
+    B, device = len(prompts), model.wte.weight.device
+    T0 = max(len(p) for p in prompts)
+    max_new_tokens = min(max_new_tokens, model.cfg.block_size - T0)
+    if max_new_tokens <= 0:
+        raise ValueError(f"a prompt of {T0} tokens leaves no room in block_size {model.cfg.block_size}")
+    idx = torch.full((B, T0), pad_id, dtype=torch.long, device=device)
+    real = torch.zeros(B, T0 + max_new_tokens, dtype=torch.bool, device=device)  # which cache slots hold real tokens
+    for i, p in enumerate(prompts):
+        idx[i, T0 - len(p):] = torch.tensor(p, dtype=torch.long)
+        real[i, T0 - len(p):] = True
+    lengths = real[:, :T0].sum(1)  # (B,)
+    positions = (real[:, :T0].cumsum(1) - 1).clamp(min=0)  # rotary positions count real tokens only
+    # prefill: causal, and no attention to padding (a padding query sees itself, so no row is empty)
+    causal = torch.ones(T0, T0, dtype=torch.bool, device=device).tril()
+    mask = causal & (real[:, None, None, :T0] | torch.eye(T0, dtype=torch.bool, device=device))
+    cache = KVCache(model.cfg.n_layer, T0 + max_new_tokens)
+    logits = model(idx, positions=positions, mask=mask, kv_cache=cache)[:, -1]
+    stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    tokens, logprobs = [], []
+    for t in range(max_new_tokens):
+        token, logprob = sample_next(logits, temperature, top_k, generator)
+        token = token.masked_fill(done, pad_id)
+        tokens.append(token)
+        logprobs.append(logprob)
+        done |= torch.isin(token, stop)
+        if bool(done.all()) or t == max_new_tokens - 1:
+            break
+        logits = model(token[:, None], positions=(lengths + t)[:, None],
+                       mask=real[:, None, None, :T0 + t + 1], kv_cache=cache)[:, -1]
+    tokens, logprobs = torch.stack(tokens, 1).tolist(), torch.stack(logprobs, 1).tolist()
+    out_tokens, out_logprobs = [], []
+    for row, lp in zip(tokens, logprobs):
+        n = next((i + 1 for i, tok in enumerate(row) if tok in stop_ids), len(row))
+        out_tokens.append(row[:n])
+        out_logprobs.append(lp[:n])
+    return out_tokens, out_logprobs
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing or does not fit this code; the message says what to do."""
+
+
+def save_checkpoint(path, model, **state):
+    """Write atomically: to a temporary file, then rename, so a kill never leaves half a file.
+    state: anything else to keep (step, optimizer, rng, ...): tensors, numbers, strings, dicts."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    raw = model.module if hasattr(model, "module") else model  # unwrap DDP
+    raw = getattr(raw, "_orig_mod", raw)  # unwrap torch.compile
+    ckpt = dict(state, model=raw.state_dict(), config=asdict(raw.cfg), tokenizer=fingerprint(get_tokenizer()))
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, expect_config=None):
+    """Read a checkpoint (never executing code from it) and check that it fits this code."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"no checkpoint at {path}: run the stage that writes it first")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated or foreign file: say which, not a traceback
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint of this project")
+    ours = fingerprint(get_tokenizer())
+    if ckpt.get("tokenizer") != ours:
+        raise CheckpointError(f"{path} was made with tokenizer {ckpt.get('tokenizer')}, this code uses {ours}: retrain it")
+    names = {f.name for f in fields(GPTConfig)}
+    if set(ckpt["config"]) != names:
+        raise CheckpointError(f"{path} has a model config with fields {sorted(ckpt['config'])}, this code expects {sorted(names)}")
+    cfg = GPTConfig(**ckpt["config"])
+    if cfg.vocab_size != get_tokenizer().n_vocab:
+        raise CheckpointError(f"{path} has vocab_size {cfg.vocab_size}, the tokenizer has {get_tokenizer().n_vocab}")
+    if expect_config is not None and cfg != expect_config:
+        diff = ", ".join(f"{k}={v} (want {getattr(expect_config, k)})" for k, v in asdict(cfg).items() if getattr(expect_config, k) != v)
+        raise CheckpointError(f"{path} has an incompatible model config: {diff}")
+    ckpt["config"] = cfg
+    return ckpt
+
+
+def model_from_checkpoint(ckpt, attn="sdpa"):
+    model = GPT(ckpt["config"], attn=attn)
+    model.load_state_dict(ckpt["model"])
+    return model

@@ -1,0 +1,61 @@
+"""Bad input gets one line that says what is wrong and a non-zero exit, never a traceback."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def assert_one_line_error(result, *words):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "Warning" not in line]
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("cli"))
+    assert run("data/prepare.py", "--preset", "test", "--out", out).returncode == 0
+    assert run("train_sft.py", "--preset", "test", "--out", out).returncode == 0
+    return out
+
+
+def test_unknown_preset():
+    assert_one_line_error(run("train_sft.py", "--preset", "huge"), "invalid choice: 'huge'")
+    assert_one_line_error(run("data/prepare.py", "--preset", "huge"), "invalid choice: 'huge'")
+
+
+def test_missing_data_and_missing_checkpoint(tmp_path):
+    assert_one_line_error(run("train_sft.py", "--preset", "test", "--out", str(tmp_path)), "data/prepare.py")
+    assert run("data/prepare.py", "--preset", "test", "--out", str(tmp_path)).returncode == 0
+    assert_one_line_error(run("search.py", "--preset", "test", "--out", str(tmp_path)), "no checkpoint at")
+    assert_one_line_error(run("train_sft.py", "--preset", "test", "--out", str(tmp_path), "--resume"), "no checkpoint at")
+
+
+def test_checkpoint_from_another_tokenizer_is_refused(trained, tmp_path):
+    ckpt = torch.load(os.path.join(trained, "sft", "ckpt.pt"), weights_only=True)
+    ckpt["tokenizer"] = "gpt2:feedbeef"
+    os.makedirs(tmp_path / "sft")
+    os.symlink(os.path.join(trained, "data"), tmp_path / "data")
+    torch.save(ckpt, tmp_path / "sft" / "ckpt.pt")
+    assert_one_line_error(run("search.py", "--preset", "test", "--out", str(tmp_path)), "tokenizer gpt2:feedbeef")
+
+
+def test_malformed_problem_line_is_named_and_the_rest_are_answered(trained, tmp_path):
+    problems = tmp_path / "problems.txt"
+    problems.write_text("# two problems and a broken line\na = 7; c = 5; d = a * c; ? d\nd = a *; ? d\nb = 3; e = b + 1; ? e\n")
+    result = run("search.py", "--preset", "test", "--out", trained, "--problems", str(problems), "--show")
+    assert result.returncode == 1
+    assert_one_line_error(result, "problems.txt:3", "cannot read assignment")
+    answers = [line for line in result.stdout.splitlines() if not line.startswith("    ")]
+    assert len(answers) == 3 and answers[1] == "-" and "tokens of thought" in answers[0]

@@ -1,0 +1,160 @@
+"""The GPT, its attention backends, KV-cache generation and checkpoints (model.py)."""
+import pytest
+import torch
+
+import model as model_lib
+from data.tokenizer import get_tokenizer
+from model import (CheckpointError, GPT, GPTConfig, KVCache, attention, generate, load_checkpoint,
+                   model_from_checkpoint, resolve_attention, sample_next, save_checkpoint)
+
+PAD, EOT = 295, 292
+
+
+def tiny_model(attn="sdpa", seed=0):
+    torch.manual_seed(seed)
+    m = GPT(GPTConfig(vocab_size=get_tokenizer().n_vocab, block_size=64, n_layer=2, n_head=2, n_embd=32), attn=attn)
+    with torch.no_grad():  # break the zero-initialised symmetry a little more so outputs differ per token
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m.eval()
+
+
+def test_token_ids_used_here_are_the_tokenizers():
+    enc = get_tokenizer()
+    assert enc.encode("<|pad|>", allowed_special="all") == [PAD]
+    assert enc.encode("<|endoftext|>", allowed_special="all") == [EOT]
+
+
+def test_math_and_sdpa_backends_agree():
+    q, k, v = torch.randn(3, 2, 4, 9, 8).unbind(0)
+    assert torch.allclose(attention(q, k, v, "math"), attention(q, k, v, "sdpa"), atol=1e-5)
+    mask = torch.rand(2, 1, 9, 9) > 0.3
+    mask |= torch.eye(9, dtype=torch.bool)
+    assert torch.allclose(attention(q, k, v, "math", mask), attention(q, k, v, "sdpa", mask), atol=1e-5)
+
+
+def test_attention_is_causal():
+    m = tiny_model()
+    x = torch.randint(0, 290, (1, 12))
+    y = x.clone()
+    y[0, 8:] = torch.randint(0, 290, (4,))
+    assert torch.allclose(m(x)[0, :8], m(y)[0, :8], atol=1e-6)
+
+
+def test_cuda_backend_falls_back_to_sdpa_with_a_warning():
+    with pytest.warns(UserWarning, match="sdpa"):
+        model_lib._warned.discard("cuda")
+        assert resolve_attention("cuda") == "sdpa"
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        resolve_attention("flash")
+
+
+@pytest.mark.parametrize("attn", ["math", "sdpa"])
+def test_kv_cache_matches_full_forward(attn):
+    m = tiny_model(attn)
+    x = torch.randint(0, 290, (2, 20))
+    full = m(x)
+    cache = KVCache(m.cfg.n_layer, 20)
+    pieces = [m(x[:, :7], kv_cache=cache)]
+    for t in range(7, 20):
+        mask = torch.ones(2, 1, 1, t + 1, dtype=torch.bool)
+        pieces.append(m(x[:, t:t + 1], positions=torch.full((2, 1), t), mask=mask, kv_cache=cache))
+    assert torch.allclose(torch.cat(pieces, 1), full, atol=1e-5)
+
+
+def test_batched_generation_with_padding_matches_full_forward_of_each_sequence():
+    m = tiny_model()
+    prompts = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15], [20]]
+    g = torch.Generator().manual_seed(0)
+    tokens, logprobs = generate(m, prompts, 10, PAD, temperature=1.0, generator=g)
+    for prompt, new, lp in zip(prompts, tokens, logprobs):
+        seq = torch.tensor([prompt + new])
+        reference = torch.log_softmax(m(seq)[0, len(prompt) - 1:-1], -1)  # predictions of the new tokens
+        expected = reference.gather(-1, torch.tensor(new)[:, None]).squeeze(-1)
+        assert torch.allclose(torch.tensor(lp), expected, atol=1e-4)
+
+
+def test_greedy_generation_is_the_argmax_of_the_full_forward():
+    m = tiny_model()
+    prompt = [3, 4, 5, 6]
+    tokens, _ = generate(m, [prompt], 12, PAD)
+    seq = list(prompt)
+    for _ in range(12):
+        seq.append(int(m(torch.tensor([seq]))[0, -1].argmax()))
+    assert tokens[0] == seq[len(prompt):]
+
+
+def test_each_sequence_stops_at_its_own_stop_token():
+    m = tiny_model()
+    prompts = [[1, 2, 3], [4, 5]]
+    full, _ = generate(m, prompts, 15, PAD, temperature=1.0, generator=torch.Generator().manual_seed(1))
+    k = next(i for i in range(1, 15) if full[0][i] not in full[0][:i])
+    stop = full[0][k]  # a token the first sequence emits for the first time at position k
+    tokens, logprobs = generate(m, prompts, 15, PAD, stop_ids=(stop,), temperature=1.0,
+                                generator=torch.Generator().manual_seed(1))
+    assert tokens[0] == full[0][:k + 1]
+    n = next((i + 1 for i, t in enumerate(full[1]) if t == stop), 15)
+    assert tokens[1] == full[1][:n] and len(logprobs[1]) == n
+
+
+def test_top_k_one_is_greedy_and_samples_stay_in_the_top_k():
+    logits = torch.randn(64, 50)
+    token, _ = sample_next(logits, 1.0, 1)
+    assert torch.equal(token, logits.argmax(-1))
+    token, logprob = sample_next(logits, 0.7, 5, torch.Generator().manual_seed(0))
+    assert (logits.gather(-1, token[:, None]) >= logits.topk(5).values[:, -1:]).all()
+    assert torch.allclose(logprob, torch.log_softmax(logits / 0.7, -1).gather(-1, token[:, None]).squeeze(-1))
+
+
+def test_generation_refuses_a_prompt_longer_than_the_context():
+    with pytest.raises(ValueError, match="block_size"):
+        generate(tiny_model(), [[1] * 64], 5, PAD)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def test_checkpoint_round_trip(tmp_path):
+    m = tiny_model()
+    path = str(tmp_path / "ckpt.pt")
+    save_checkpoint(path, m, step=7)
+    ckpt = load_checkpoint(path, expect_config=m.cfg)
+    assert ckpt["step"] == 7
+    m2 = model_from_checkpoint(ckpt).eval()
+    x = torch.randint(0, 290, (1, 10))
+    assert torch.equal(m(x), m2(x))
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = str(tmp_path / "ckpt.pt")
+    save_checkpoint(path, tiny_model(), step=1)
+
+    def broken_save(obj, f):
+        open(f, "wb").write(b"half a file")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint(path, tiny_model(), step=2)
+    assert load_checkpoint(path)["step"] == 1  # the old checkpoint is intact
+
+
+def test_checkpoint_from_another_tokenizer_or_config_is_refused(tmp_path):
+    path = str(tmp_path / "ckpt.pt")
+    m = tiny_model()
+    save_checkpoint(path, m)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["tokenizer"] = "gpt2:0123"
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="tokenizer gpt2:0123"):
+        load_checkpoint(path)
+    save_checkpoint(path, m)
+    other = GPTConfig(**{**m.cfg.__dict__, "n_layer": 3})
+    with pytest.raises(CheckpointError, match="n_layer=2 .want 3."):
+        load_checkpoint(path, expect_config=other)
+
+
+def test_missing_or_garbage_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(str(tmp_path / "nope.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(str(tmp_path / "junk.pt"))

@@ -1,0 +1,83 @@
+"""Chain-of-thought SFT (train_sft.py) and the shared plumbing it stands on (common.py)."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train_sft
+from common import lr_at, make_batch
+from data.tokenizer import decode, encode
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    subprocess.run([sys.executable, "data/prepare.py", "--preset", "test", "--out", str(out)], cwd=ROOT, check=True)
+    return out
+
+
+def test_loss_mask_covers_the_solution_tokens_only():
+    prompt, solution = encode("a = 3; b = a + a; ? b\n"), encode("b = a + a = 3 + 3 = 6<|step|>answer: 6<|endoftext|>")
+    x, y = make_batch([(prompt + solution, len(prompt)), (prompt, len(prompt))], "cpu")
+    targets = [t for t in y[0].tolist() if t != -1]
+    assert decode(targets) == decode(solution)  # every solution token, nothing of the prompt
+    assert (y[1] == -1).all()  # padding carries no loss
+    assert torch.equal(x[0, len(prompt) - 1], torch.tensor(prompt[-1]))
+
+
+def test_learning_rate_warms_up_then_decays_by_cosine():
+    assert lr_at(0, 100, 1.0, 10) == pytest.approx(0.1)
+    assert lr_at(9, 100, 1.0, 10) == pytest.approx(1.0)
+    assert lr_at(55, 100, 1.0, 10) == pytest.approx(0.55)
+    assert lr_at(100, 100, 1.0, 10) == pytest.approx(0.1)
+
+
+def test_batches_depend_on_seed_and_step_only():
+    assert train_sft.batch_indices(0, 5, 100, 8) == train_sft.batch_indices(0, 5, 100, 8)
+    assert train_sft.batch_indices(0, 5, 100, 8) != train_sft.batch_indices(0, 6, 100, 8)
+
+
+def sft_weights(out):
+    return torch.load(os.path.join(out, "sft", "ckpt.pt"), weights_only=True)["model"]
+
+
+def test_kill_and_resume_gives_the_same_weights_as_an_uninterrupted_run(data_dir, tmp_path):
+    for d in ("whole", "killed"):
+        os.makedirs(tmp_path / d)
+        os.symlink(data_dir / "data", tmp_path / d / "data")
+    whole = train_sft.main(["--preset", "test", "--out", str(tmp_path / "whole"), "--eval-every", "2"])
+    assert train_sft.main(["--preset", "test", "--out", str(tmp_path / "killed"), "--eval-every", "2"], stop_after=4) is None
+    assert torch.load(tmp_path / "killed" / "sft" / "ckpt.pt", weights_only=True)["step"] == 4
+    resumed = train_sft.main(["--preset", "test", "--out", str(tmp_path / "killed"), "--eval-every", "2", "--resume"])
+    a, b = sft_weights(tmp_path / "whole"), sft_weights(tmp_path / "killed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["loss_history"] == whole["loss_history"]
+
+
+@pytest.mark.slow
+def test_ddp_with_two_gloo_processes_gives_the_loss_of_one_process(data_dir, tmp_path):
+    histories = []
+    for n_proc, name in ((1, "one"), (2, "two")):
+        os.makedirs(tmp_path / name)
+        os.symlink(data_dir / "data", tmp_path / name / "data")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_proc}",
+               "train_sft.py", "--preset", "test", "--out", str(tmp_path / name), "--device", "cpu"]
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        subprocess.run(cmd, cwd=ROOT, check=True, env=env, capture_output=True)
+        metrics = __import__("json").load(open(tmp_path / name / "sft" / "metrics.json"))
+        histories.append((metrics["processes"], metrics["loss_history"]))
+    (p1, one), (p2, two) = histories
+    assert (p1, p2) == (1, 2)
+    assert one == pytest.approx(two, rel=1e-5, abs=1e-6)
+
+
+def test_sft_writes_per_bin_metrics(data_dir):
+    metrics = train_sft.main(["--preset", "test", "--out", str(data_dir)])
+    assert set(metrics["accuracy_by_difficulty"]) == {"1", "2", "3", "4"}
+    assert set(metrics["step_accuracy_by_difficulty"]) == {"1", "2", "3", "4"}
+    assert metrics["loss_history"][-1] < metrics["loss_history"][0]
+    assert os.path.exists(data_dir / "sft" / "metrics.json")

@@ -1,0 +1,162 @@
+"""Stage 1 of the o1 recipe: chain-of-thought supervised fine-tuning.
+
+Before a model can learn to reason by reinforcement it must be able to write a chain of thought
+at all. Here a GPT starts from random weights (so this is its pretraining too) and learns, by
+next-token prediction, to write the step-by-step solutions of data/prepare.py. The loss is on
+the solution tokens only: the problem is given, not predicted. The result is the policy that
+the reward models judge (train_prm.py), that PPO improves (train_rl.py) and that search.py
+spends test-time compute with.
+
+    python data/prepare.py --preset tiny --out out/tiny
+    python train_sft.py    --preset tiny --out out/tiny        # add --resume after a kill
+    torchrun --nproc_per_node 2 train_sft.py --preset tiny     # the same run, data-parallel
+
+Writes DIR/sft/ckpt.pt (weights, optimizer, step: --resume continues exactly) and
+DIR/sft/metrics.json: greedy accuracy and step accuracy per difficulty bin, from the verifier.
+"""
+import contextlib
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from common import (PRESETS, UserError, accuracy_table, autocast, encode_examples, evaluate_policy, lr_at,
+                    make_batch, parse, read_split, read_task, run_cli, setup_device, stage_parser, teardown,
+                    write_json)
+from model import GPT, load_checkpoint, save_checkpoint
+
+
+def batch_indices(seed, step, n_examples, batch_size):
+    """The examples of one optimizer step: a function of (seed, step) alone, so a resumed run
+    and a run on any number of processes see exactly the same batches."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return torch.randint(n_examples, (batch_size,), generator=g).tolist()
+
+
+def make_optimizer(model, lr):
+    """AdamW; weight decay on matrices only, not on norms, biases or the embedding's scale."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+
+def main(argv=None, stop_after=None):
+    """stop_after: end the run after that many steps, as a kill right after a checkpoint would (tests)."""
+    parser = stage_parser(__doc__)
+    parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, help="sequences per step over all processes (default: the preset's)")
+    parser.add_argument("--micro-batch", type=int, help="sequences per forward pass (default: the preset's)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    parser.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints")
+    parser.add_argument("--resume", action="store_true", help="continue from DIR/sft/ckpt.pt")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model for training")
+    args = parse(parser, argv)
+    t0, preset = time.time(), PRESETS[args.preset]
+    steps = args.steps or preset.sft_steps
+    batch_size, micro_batch = args.batch_size or preset.batch_size, args.micro_batch or preset.micro_batch
+    peak_lr, eval_every = args.lr or preset.lr, args.eval_every or preset.eval_every
+
+    # ---- inputs
+    task = read_task(args.out)
+    if task != preset.task:
+        raise UserError(f"{args.out}/data was prepared for another preset: run data/prepare.py --preset {args.preset} --out {args.out}")
+    d = setup_device(args.device)
+    accum, rest = divmod(batch_size, micro_batch * d.world)
+    if accum == 0 or rest:
+        raise UserError(f"--batch-size {batch_size} must be a multiple of micro-batch {micro_batch} x {d.world} processes")
+    train = encode_examples(read_split(args.out, "train"))
+    val, test = read_split(args.out, "val")[:preset.eval_problems], read_split(args.out, "test")
+
+    # ---- model, optimizer, and the state of an earlier run
+    torch.manual_seed(args.seed)
+    model = GPT(preset.model_config(), attn=args.attn).to(d.device)
+    model.scalar_head.requires_grad_(False)  # SFT trains the language model only
+    optimizer = make_optimizer(model, peak_lr)
+    ckpt_path = os.path.join(args.out, "sft", "ckpt.pt")
+    start, history = 0, []
+    if args.resume:
+        ckpt = load_checkpoint(ckpt_path, expect_config=model.cfg)  # a missing one is an error: say so
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"])
+        start, history = ckpt["step"], ckpt["loss_history"]
+        if d.master:
+            print(f"sft: resuming from step {start} of {steps}")
+    train_model = torch.compile(model) if args.compile else model
+    if d.world > 1:
+        train_model = DDP(train_model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+
+    def checkpoint(step):
+        if d.master:
+            save_checkpoint(ckpt_path, model, step=step, optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
+                            loss_history=history, preset=args.preset)
+
+    # ---- train
+    per_rank = batch_size // d.world
+    tokens_seen, train_time = 0, 0.0
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="sft", disable=not d.master)
+    for step in bar:
+        t_step = time.time()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, steps, peak_lr, preset.warmup)
+        batch = batch_indices(args.seed, step, len(train), batch_size)
+        # the loss is a sum over the global batch's solution tokens divided by their number,
+        # so any split into processes and micro-batches gives the same gradient
+        n_targets = sum(len(train[i][0]) - train[i][1] for i in batch)
+        mine = batch[d.rank * per_rank:(d.rank + 1) * per_rank]
+        step_loss = torch.zeros((), device=d.device)
+        for micro in range(accum):
+            x, y = make_batch([train[i] for i in mine[micro * micro_batch:(micro + 1) * micro_batch]], d.device)
+            syncing = d.world == 1 or micro == accum - 1
+            with contextlib.nullcontext() if syncing else train_model.no_sync():
+                with autocast(d.device):
+                    logits = train_model(x)  # (B, T, vocab)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum") / n_targets
+                (loss * d.world).backward()  # DDP averages over processes; undo that to keep the sum
+            step_loss += loss.detach()
+        tokens_seen += sum(len(train[i][0]) for i in mine)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if d.world > 1:
+            torch.distributed.all_reduce(step_loss)
+        history.append(step_loss.item())
+        train_time += time.time() - t_step
+        bar.set_postfix(loss=f"{history[-1]:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
+            if d.master:
+                quick = evaluate_policy(model, val, task, d.device)
+                bar.write(f"sft step {step + 1}: loss {history[-1]:.4f}, val greedy accuracy {quick['accuracy']:.3f}")
+            checkpoint(step + 1)
+        if stop_after is not None and step + 1 == stop_after:
+            teardown(d)
+            return None
+
+    # ---- evaluate on every difficulty bin, write the metrics
+    metrics = None
+    if d.master:
+        result = evaluate_policy(model, test, task, d.device, desc="sft eval")
+        in_range = [k for k in result["accuracy_by_difficulty"] if int(k) <= task.max_train_d]
+        metrics = {
+            "stage": "sft", "preset": args.preset, "device": str(d.device), "processes": d.world,
+            "steps": steps, "batch_size": batch_size, "params": sum(p.numel() for p in model.parameters()),
+            "final_loss": history[-1] if history else None, "loss_history": history,
+            "train_tokens_per_second": tokens_seen * d.world / train_time if train_time else None,
+            "wall_time_s": time.time() - t0,
+            "test_accuracy": sum(result["accuracy_by_difficulty"][k] for k in in_range) / len(in_range),
+            **result,
+        }
+        write_json(os.path.join(args.out, "sft", "metrics.json"), metrics)
+        print(accuracy_table(metrics, task.max_train_d))
+        print(f"sft: {steps} steps in {metrics['wall_time_s']:.0f}s, in-range test accuracy {metrics['test_accuracy']:.3f}, "
+              f"metrics in {args.out}/sft/metrics.json")
+    teardown(d)
+    return metrics
+
+
+if __name__ == "__main__":
+    run_cli(main)
