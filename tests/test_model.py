@@ -3,11 +3,11 @@ import pytest
 import torch
 
 import model as model_lib
-from data.tokenizer import get_tokenizer
+from data.tokenizer import get_tokenizer, special_id
 from model import (CheckpointError, GPT, GPTConfig, KVCache, attention, generate, load_checkpoint,
                    model_from_checkpoint, resolve_attention, sample_next, save_checkpoint)
 
-PAD, EOT = 295, 292
+PAD, EOT = special_id("<|pad|>"), special_id("<|endoftext|>")
 
 
 def tiny_model(attn="sdpa", seed=0):
@@ -19,10 +19,22 @@ def tiny_model(attn="sdpa", seed=0):
     return m.eval()
 
 
-def test_token_ids_used_here_are_the_tokenizers():
+def test_padding_is_not_end_of_text_and_special_tokens_are_single_tokens():
     enc = get_tokenizer()
-    assert enc.encode("<|pad|>", allowed_special="all") == [PAD]
-    assert enc.encode("<|endoftext|>", allowed_special="all") == [EOT]
+    assert PAD != EOT
+    for token in ("<|endoftext|>", "<|step|>", "<|back|>", "<|pad|>"):
+        assert len(enc.encode(token, allowed_special="all")) == 1
+
+
+def test_every_digit_is_its_own_token_and_text_round_trips():
+    enc = get_tokenizer()
+    text = "q = 12 * 7; r = q - 100; ? r\nq = 12 * 7 = 12 * 7 = 15<|step|>answer: 15<|endoftext|>"
+    ids = enc.encode(text, allowed_special="all")
+    assert enc.decode(ids) == text
+    for i in ids:
+        piece = enc.decode([i])
+        assert not any(c.isdigit() for c in piece) or (len(piece) == 1 and piece.isdigit())
+    assert enc.n_vocab < 300  # bytes, a few merges, four special tokens
 
 
 def test_math_and_sdpa_backends_agree():
@@ -35,9 +47,9 @@ def test_math_and_sdpa_backends_agree():
 
 def test_attention_is_causal():
     m = tiny_model()
-    x = torch.randint(0, 290, (1, 12))
+    x = torch.randint(0, 270, (1, 12))
     y = x.clone()
-    y[0, 8:] = torch.randint(0, 290, (4,))
+    y[0, 8:] = torch.randint(0, 270, (4,))
     assert torch.allclose(m(x)[0, :8], m(y)[0, :8], atol=1e-6)
 
 
@@ -52,7 +64,7 @@ def test_cuda_backend_falls_back_to_sdpa_with_a_warning():
 @pytest.mark.parametrize("attn", ["math", "sdpa"])
 def test_kv_cache_matches_full_forward(attn):
     m = tiny_model(attn)
-    x = torch.randint(0, 290, (2, 20))
+    x = torch.randint(0, 270, (2, 20))
     full = m(x)
     cache = KVCache(m.cfg.n_layer, 20)
     pieces = [m(x[:, :7], kv_cache=cache)]
@@ -120,7 +132,7 @@ def test_checkpoint_round_trip(tmp_path):
     ckpt = load_checkpoint(path, expect_config=m.cfg)
     assert ckpt["step"] == 7
     m2 = model_from_checkpoint(ckpt).eval()
-    x = torch.randint(0, 290, (1, 10))
+    x = torch.randint(0, 270, (1, 10))
     assert torch.equal(m(x), m2(x))
 
 
