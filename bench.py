@@ -1,6 +1,6 @@
 """Speed: what the KV cache buys in generation, and what training costs per preset.
 
-    python bench.py                      # the preset the hardware calls for (small on GPU, tiny on CPU)
+    python bench.py                      # generation at the small preset's model size
     python bench.py --preset small --save results/bench.json
 
 1. Generation: greedy decoding of 512 new tokens, with the KV cache (model.generate: each new
@@ -94,12 +94,12 @@ def bench_training(preset, device, steps=5):
 
 def main():
     parser = Parser(description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=PRESETS, help="model size for the generation benchmark")
+    parser.add_argument("--preset", choices=PRESETS, help="model size for the generation benchmark (default: small)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--save", metavar="FILE", help="also write the numbers to FILE as JSON")
     args = parser.parse_args()
     device = setup_device(args.device).device
-    name = args.preset or ("small" if device.type == "cuda" else "tiny")
+    name = args.preset or "small"  # the size the later stages use
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
     print(f"bench: {hardware}, torch {torch.__version__}")
 
