@@ -26,7 +26,7 @@ from data.verify import verify
 from model import generate, load_checkpoint, model_from_checkpoint
 
 
-def answer_file(model, path, task, device, show):
+def answer_file(model, path, task, show):
     """Greedy answers for the problems in a file; returns how many lines could not be read."""
     failed = 0
     with open(path) as f:
@@ -65,7 +65,7 @@ def main(argv=None):
         if not os.path.exists(args.problems):
             sys.exit(f"error: no file {args.problems}")
         with torch.no_grad(), autocast(d.device):
-            failed = answer_file(model, args.problems, task, d.device, args.show)
+            failed = answer_file(model, args.problems, task, args.show)
         if failed:
             sys.exit(1)
         return

@@ -9,6 +9,7 @@ DIR/data/meta.json     the task config, the tokenizer, the counts
 A problem's split is fixed by a hash of the problem (data/task.py: split_of), so no test
 problem is ever trained on, whatever the seed or the sizes.
 """
+import json
 import os
 import random
 import sys
@@ -27,7 +28,6 @@ def records(problems, p, rng=None, self_correct=0.0):
 
 
 def write_jsonl(path, rows):
-    import json
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
