@@ -9,6 +9,11 @@
    cache is worth, measured in one run.
 2. Training: tokens per second and peak memory of one SFT step (forward, backward, AdamW) at
    each preset's model size and micro-batch, on batches of real task problems.
+3. Attention (GPU only; `python bench.py --attention` runs this part alone): causal bf16
+   attention by kernels.cu (`cuda`), torch SDPA's flash backend (`sdpa`) and the explicit
+   softmax (`math`), forward and forward+backward TFLOP/s for sequences 512..8192 and head dims
+   64 and 128, peak memory at 8192, and small-preset training tokens/s with `cuda` and `sdpa`.
+   FLOPs are counted as 4 B H N^2 D, halved for causal, x2.5 for forward+backward.
 
 Absolute times depend on the machine: quote them with the hardware; compare ratios.
 """
@@ -62,7 +67,7 @@ def bench_generation(preset, device, n_new=512):
             "no_cache_tokens_per_s": n_new / t_uncached, "speedup": t_uncached / t_cached, "same_tokens": agree}
 
 
-def bench_training(preset, device, steps=5):
+def bench_training(preset, device, steps=5, attn="sdpa"):
     rng, task = random.Random(0), preset.task
     examples = []
     for _ in range(preset.micro_batch):
@@ -71,7 +76,7 @@ def bench_training(preset, device, steps=5):
         examples.append((prompt + encode(solution_text(problem, task.p)), len(prompt)))
     x, y = make_batch(examples, device)
     torch.manual_seed(0)
-    model = GPT(preset.model_config()).to(device)
+    model = GPT(preset.model_config(), attn=attn).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step():
@@ -92,16 +97,111 @@ def bench_training(preset, device, steps=5):
             "tokens_per_s": tokens / seconds, "peak_memory_mb": peak / 2**20}
 
 
+def attention_backends():
+    """name -> f(q, k, v) for causal attention; `cuda` only where kernels.cu can run."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    import model
+
+    def sdpa_flash(q, k, v):
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    backends = {"cuda": model.FlashAttentionCUDA.apply, "sdpa": sdpa_flash, "math": lambda q, k, v: model.attention(q, k, v, "math")}
+    probe = torch.zeros(1, 1, 64, 64, device="cuda", dtype=torch.bfloat16)
+    reason = model.cuda_kernel_unavailable() or model._flash_refuses(probe, probe, probe, None)
+    if reason:
+        print(f"attention: kernels.cu cannot run here ({reason}); timing sdpa and math only")
+        del backends["cuda"]
+    return backends
+
+
+def time_cuda(fn, reps):
+    """Seconds per call of fn, by CUDA events, after two warm-up calls."""
+    for _ in range(2):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1000 / reps
+
+
+def bench_attention(lengths=(512, 1024, 2048, 4096, 8192), head_dims=(64, 128), tokens=16384, width=2048):
+    """Causal bf16 attention, forward and forward+backward, per backend. Each shape has `tokens`
+    tokens per batch (B = tokens / N) and width / D heads, the FlashAttention-2 paper's setting."""
+    backends, rows = attention_backends(), []
+    for D in head_dims:
+        for N in lengths:
+            B, H = max(1, tokens // N), width // D
+            q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+            do = torch.randn_like(q)
+            flops = 4 * B * H * N * N * D / 2  # causal: half of Q K^T and of P V
+            for name, fn in backends.items():
+                row = {"backend": name, "head_dim": D, "seq": N, "batch": B, "heads": H}
+                try:
+                    with torch.no_grad():
+                        row["fwd_tflops"] = flops / time_cuda(lambda: fn(q, k, v), 10) / 1e12
+                    row["fwd_bwd_tflops"] = 2.5 * flops / time_cuda(
+                        lambda: torch.autograd.grad(fn(q, k, v), (q, k, v), do), 5) / 1e12
+                    if N == max(lengths):  # memory of one forward+backward, beyond the inputs
+                        torch.cuda.synchronize()
+                        torch.cuda.reset_peak_memory_stats()
+                        base = torch.cuda.memory_allocated()
+                        torch.autograd.grad(fn(q, k, v), (q, k, v), do)
+                        row["peak_memory_mb"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+                except torch.cuda.OutOfMemoryError:
+                    row["error"] = "out of memory"
+                torch.cuda.empty_cache()
+                rows.append(row)
+    return rows
+
+
+def print_attention(rows):
+    fmt = lambda x: "-" if x is None else f"{x:.1f}"
+    print("\ncausal attention, bf16 (TFLOP/s: 4 B H N^2 D / 2 per forward, x2.5 with the backward)")
+    print("| head dim | seq | batch x heads | backend | forward TFLOP/s | fwd+bwd TFLOP/s |\n|---:|---:|---:|---|---:|---:|")
+    for r in rows:
+        print(f"| {r['head_dim']} | {r['seq']} | {r['batch']}x{r['heads']} | {r['backend']} | "
+              f"{fmt(r.get('fwd_tflops'))} | {fmt(r.get('fwd_bwd_tflops'))} |" + (f" {r['error']}" if "error" in r else ""))
+    print("\npeak memory of one forward+backward at the longest sequence (MB, beyond q, k, v, dO)")
+    for r in rows:
+        if "peak_memory_mb" in r:
+            print(f"  head dim {r['head_dim']}, {r['backend']}: {r['peak_memory_mb']:.0f}")
+    by_key = {(r["backend"], r["head_dim"], r["seq"]): r for r in rows}
+    print("\nratios of cuda (kernels.cu) to sdpa's flash backend and to math, forward | forward+backward")
+    for (backend, D, N), r in by_key.items():
+        if backend != "cuda" or "fwd_tflops" not in r:
+            continue
+        parts = []
+        for other in ("sdpa", "math"):
+            o = by_key.get((other, D, N), {})
+            if o.get("fwd_tflops"):
+                parts.append(f"vs {other} {r['fwd_tflops'] / o['fwd_tflops']:.2f}x | {r['fwd_bwd_tflops'] / o['fwd_bwd_tflops']:.2f}x")
+        print(f"  D {D}, N {N}: " + ", ".join(parts))
+
+
 def main():
     parser = Parser(description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=PRESETS, help="model size for the generation benchmark (default: small)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--save", metavar="FILE", help="also write the numbers to FILE as JSON")
+    parser.add_argument("--attention", action="store_true", help="only the attention benchmark (section 3; needs a GPU)")
     args = parser.parse_args()
     device = setup_device(args.device).device
     name = args.preset or "small"  # the size the later stages use
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
     print(f"bench: {hardware}, torch {torch.__version__}")
+    if args.attention:
+        if device.type != "cuda":
+            raise SystemExit("bench.py --attention: needs a CUDA GPU (kernels.cu, SDPA's flash backend)")
+        attn = run_attention(device)
+        if args.save:
+            with open(args.save, "w") as f:
+                json.dump({"hardware": hardware, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+                           "attention": attn}, f, indent=2)
+        return
 
     gen = bench_generation(PRESETS[name], device)
     print(f"\ngeneration, preset {name} model, batch 1, {gen['new_tokens']} new tokens (greedy)")
@@ -117,10 +217,30 @@ def main():
         print(f"| {preset_name} | {r['params'] / 1e6:.2f}M | {r['micro_batch']} | {r['tokens_per_s']:.0f} | {r['peak_memory_mb']:.0f} |")
     if device.type == "cpu":
         print("(CPU peak memory is the whole process's peak RSS, so it only grows down the table)")
+    if device.type == "cuda":
+        attn = run_attention(device, sdpa_training=train["small"])
+    else:
+        attn = None
+        print("\nattention kernels: skipped (no CUDA GPU: kernels.cu and SDPA's flash backend need one)")
     if args.save:
         with open(args.save, "w") as f:
             json.dump({"hardware": hardware, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-                       "generation": gen, "generation_preset": name, "training": train}, f, indent=2)
+                       "generation": gen, "generation_preset": name, "training": train, "attention": attn}, f, indent=2)
+
+
+def run_attention(device, sdpa_training=None):
+    """Section 3: the kernel table, then small-preset training with cuda against sdpa."""
+    rows = bench_attention()
+    print_attention(rows)
+    if not any(r["backend"] == "cuda" for r in rows):
+        return {"kernels": rows}
+    small = PRESETS["small"]
+    sdpa_training = sdpa_training or bench_training(small, device)
+    cuda_training = bench_training(small, device, attn="cuda")
+    ratio = cuda_training["tokens_per_s"] / sdpa_training["tokens_per_s"]
+    print(f"\nsmall-preset training step: cuda {cuda_training['tokens_per_s']:.0f} tokens/s, "
+          f"sdpa {sdpa_training['tokens_per_s']:.0f} tokens/s ({ratio:.2f}x)")
+    return {"kernels": rows, "small_training": {"cuda": cuda_training, "sdpa": sdpa_training, "ratio": ratio}}
 
 
 if __name__ == "__main__":
