@@ -18,6 +18,9 @@ missing=$("$PY" -c 'import importlib.util as u; print(" ".join(m for m in ("nump
 if [ -n "$missing" ]; then
   "$PY" -m pip install $missing
 fi
+if "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" && ! "$PY" -c "import ninja" 2>/dev/null; then
+  "$PY" -m pip install ninja              # a CUDA torch builds kernels.cu with torch.utils.cpp_extension, which needs ninja
+fi
 if [ "${1:-}" = "--install-only" ]; then
   exit 0
 fi
