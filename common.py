@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from data.task import EOT, PAD, ProblemError, TaskConfig, parse_problem, prompt_text
+from data.task import BACK, EOT, PAD, STEP, ProblemError, TaskConfig, parse_problem, prompt_text
 from data.tokenizer import encode, decode, fingerprint, get_tokenizer, special_id
 from data.verify import verify
 from model import ATTENTION_BACKENDS, CheckpointError, GPTConfig, generate
@@ -41,6 +41,23 @@ class Preset:
     warmup: int
     eval_every: int         # steps between quick evaluations (and checkpoints)
     eval_problems: int = 128  # problems in a quick evaluation
+    # reward models (train_prm.py)
+    prm_problems: int = 256         # training problems the policy samples solutions to
+    prm_samples: int = 8            # K: solutions sampled per training problem
+    prm_temperature: float = 1.0    # sampling temperature for solutions and Monte Carlo rollouts
+    prm_rollouts: int = 4           # M: rollouts per step for --labels mc-hard / mc-soft
+    prm_agreement_samples: int = 64  # solutions whose steps get 1, 4, 16 rollouts to compare with the oracle
+    prm_steps: int = 300            # optimizer steps, for the PRM and again for the ORM
+    prm_batch_size: int = 64        # sequences per optimizer step
+    prm_lr: float = 3e-4            # small: the trunk starts from the SFT policy
+    prm_eval_problems: int = 24     # test problems per difficulty bin for the AUROC and best-of-N
+    prm_best_of: int = 64           # the largest N of best-of-N (N = 1, 2, 4, ..., this)
+    # reinforcement learning (train_rl.py); the defaults are the tiny preset's
+    rl_iterations: int = 24         # policy updates, each on fresh rollouts
+    rl_rollouts: int = 64           # solutions sampled per iteration (GRPO: problems x group size)
+    rl_minibatch: int = 32          # solutions per gradient step
+    rl_lr: float = 1e-4             # policy learning rate (the value model's is 10x)
+    rl_eval_every: int = 8          # iterations between validations and checkpoints
 
     def model_config(self):
         return GPTConfig(vocab_size=get_tokenizer().n_vocab, block_size=self.block_size,
@@ -241,3 +258,98 @@ def write_json(path, obj):
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2)
     os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- reward models
+# The process reward model (PRM) and the outcome reward model (ORM) are GPTs whose scalar head
+# is read at chosen positions of a prompt + solution token sequence: the PRM at every step end,
+# where sigmoid(score) is the probability that the step and every step still standing before it
+# are right; the ORM at the last token, where it is the probability that the final answer is
+# right. train_prm.py trains both; search.py and train_rl.py score with these functions.
+
+def step_ends(tokens, start=0):
+    """Positions of the step ends in a token sequence, from `start` (the solution's first token):
+    every step token, then the end-of-text token, which ends the answer line and so is scored
+    as the last step. Nothing after the end-of-text counts. A solution cut off before its
+    end-of-text has no answer step."""
+    step, eot = special_id(STEP), special_id(EOT)
+    ends = []
+    for i in range(start, len(tokens)):
+        if tokens[i] == step or tokens[i] == eot:
+            ends.append(i)
+            if tokens[i] == eot:
+                break
+    return ends
+
+
+@torch.no_grad()
+def scalar_probabilities(model, sequences, positions, batch_size=256):
+    """sigmoid(scalar head) at the given positions of each token sequence: a list of lists of
+    floats. One forward pass per batch of sequences, right-padded: attention is causal, so the
+    padding after a position never changes its score."""
+    device, pad = model.wte.weight.device, special_id(PAD)
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start:start + batch_size]
+        x = torch.full((len(chunk), max(len(s) for s in chunk)), pad, dtype=torch.long)
+        for i, s in enumerate(chunk):
+            x[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+        with autocast(device):
+            scores = model(x.to(device), head="scalar")  # (B, T)
+        probs = torch.sigmoid(scores.float()).cpu()
+        out.extend(probs[i, pos].tolist() for i, pos in enumerate(positions[start:start + batch_size]))
+    model.train(was_training)
+    return out
+
+
+def step_scores(model, sequences, prompt_lengths, batch_size=256):
+    """The PRM's probability that each step is right, at each step end (step_ends) of each
+    prompt + solution sequence: a list of lists, one float per step (the answer step last)."""
+    ends = [step_ends(s, n) for s, n in zip(sequences, prompt_lengths)]
+    return scalar_probabilities(model, sequences, ends, batch_size)
+
+
+def outcome_scores(model, sequences, batch_size=256):
+    """The ORM's probability that the final answer is right, read at each sequence's last token."""
+    return [p[0] for p in scalar_probabilities(model, sequences, [[len(s) - 1] for s in sequences], batch_size)]
+
+
+def aggregate(step_probabilities, how):
+    """One score for a whole solution from its step scores (probabilities):
+      min   the weakest step (Wang et al. 2023, Math-Shepherd)
+      prod  the probability that every step is right, steps taken as independent (Lightman et al. 2023)
+      last  the last step's score, which already judges the chain before it (Snell et al. 2024)
+    A solution with no scored step (cut off before its first step end) scores 0."""
+    if not step_probabilities:
+        return 0.0
+    if how == "min":
+        return min(step_probabilities)
+    if how == "prod":
+        return math.prod(step_probabilities)
+    if how == "last":
+        return step_probabilities[-1]
+    raise ValueError(f"unknown aggregation {how!r}: choose min, prod or last")
+
+
+def oracle_step_labels(problem, solution, p):
+    """The verifier's label for each step end of a solution (text; one label per step end as
+    step_ends counts them): 1 when the step is right and every step still standing before it is
+    right, else 0. This is the first-error rule: after the first wrong step every step is 0,
+    however right in itself, until a back token takes the wrong step back; then the chain is
+    clean again and the correction scores 1. The answer line, when the solution reaches its
+    end-of-text, is the last step: 1 when the chain is clean and the answer right."""
+    verdict = verify(problem, solution, p)
+    standing, labels = [], []  # standing: the verdicts of the steps not taken back
+    pieces = solution.split(EOT)[0].replace(PAD, "").split(STEP)[:-1]
+    for piece, right in zip(pieces, verdict.step_correct):
+        backs = 0
+        while piece.startswith(BACK):
+            piece, backs = piece[len(BACK):], backs + 1
+        del standing[max(0, len(standing) - backs):]
+        standing.append(right)
+        labels.append(int(all(standing)))
+    if verdict.finished:
+        labels.append(int(all(standing) and verdict.answer_correct))
+    return labels

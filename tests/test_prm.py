@@ -1,0 +1,219 @@
+"""Step labels, the reward-model plumbing in common.py, and train_prm.py end to end."""
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import train_prm
+import train_sft
+from common import PRESETS, aggregate, oracle_step_labels, outcome_scores, step_ends, step_scores
+from data.task import parse_problem, prompt_text
+from data.tokenizer import decode, encode
+from model import GPT, load_checkpoint, model_from_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+P = 23
+LINE = "e = d - 3; a = 7; x = a + a; c = 5; d = a * c; ? e"
+PROBLEM = parse_problem(LINE, P)
+D_RIGHT, D_WRONG = "d = a * c = 7 * 5 = 12", "d = a * c = 7 * 5 = 14"
+E_RIGHT, X_WRONG = "e = d - 3 = 12 - 3 = 9", "x = a + a = 7 + 7 = 15"
+
+
+def trace(*steps, answer=9, finished=True):
+    return "".join(s + "<|step|>" for s in steps) + f"answer: {answer}" + ("<|endoftext|>" if finished else "")
+
+
+# ----------------------------------------------------------------------------- oracle labels
+
+def test_a_right_solution_has_every_step_and_the_answer_labelled_right():
+    assert oracle_step_labels(PROBLEM, trace(D_RIGHT, E_RIGHT), P) == [1, 1, 1]
+
+
+def test_every_step_after_the_first_error_is_labelled_wrong_even_if_right_in_itself():
+    # the x step is wrong (and not needed); the e step and the answer are right, but the chain is not
+    assert oracle_step_labels(PROBLEM, trace(D_RIGHT, X_WRONG, E_RIGHT), P) == [1, 0, 0, 0]
+    # an error carried forward: both steps and the answer wrong
+    assert oracle_step_labels(PROBLEM, trace(D_WRONG, "e = d - 3 = 14 - 3 = 11", answer=11), P) == [0, 0, 0]
+    # right steps, wrong answer: only the answer step is wrong
+    assert oracle_step_labels(PROBLEM, trace(D_RIGHT, E_RIGHT, answer=8), P) == [1, 1, 0]
+
+
+def test_a_step_taken_back_no_longer_counts_against_the_chain():
+    corrected = trace(D_WRONG, "<|back|>" + D_RIGHT, E_RIGHT)
+    assert oracle_step_labels(PROBLEM, corrected, P) == [0, 1, 1, 1]
+    # taking back a right step and writing a wrong one: wrong from there on
+    assert oracle_step_labels(PROBLEM, trace(D_RIGHT, "<|back|>" + D_WRONG, E_RIGHT), P) == [1, 0, 0, 0]
+    # nothing to take back: the step is wrong
+    assert oracle_step_labels(PROBLEM, trace("<|back|>" + D_RIGHT, E_RIGHT), P) == [0, 0, 0]
+
+
+def test_an_unfinished_solution_has_no_answer_step():
+    assert oracle_step_labels(PROBLEM, D_RIGHT + "<|step|>e = d - 3 = 1", P) == [1]
+    assert oracle_step_labels(PROBLEM, "d = a *", P) == []
+
+
+def test_step_ends_are_the_step_tokens_and_the_end_of_text_one_label_each():
+    for solution in (trace(D_RIGHT, E_RIGHT), trace(D_WRONG, "<|back|>" + D_RIGHT, E_RIGHT), D_RIGHT + "<|step|>e = d"):
+        prompt = encode(prompt_text(LINE))
+        tokens = prompt + encode(solution)
+        ends = step_ends(tokens, len(prompt))
+        assert len(ends) == len(oracle_step_labels(PROBLEM, solution, P))
+        assert [decode([tokens[i]]) for i in ends] == [piece for piece in ("<|step|>", "<|endoftext|>")
+                                                       for _ in range(solution.count(piece))]
+    after_the_end = encode(trace(D_RIGHT) + "<|step|><|endoftext|>")
+    assert step_ends(after_the_end) == step_ends(encode(trace(D_RIGHT)))
+
+
+# ----------------------------------------------------------------------------- scoring and measures
+
+def test_aggregations():
+    probs = [0.9, 0.5, 0.8]
+    assert aggregate(probs, "min") == 0.5
+    assert aggregate(probs, "prod") == pytest.approx(0.36)
+    assert aggregate(probs, "last") == 0.8
+    assert aggregate([], "min") == aggregate([], "prod") == aggregate([], "last") == 0.0
+    with pytest.raises(ValueError):
+        aggregate(probs, "mean")
+
+
+def test_auroc_against_hand_computed_pairs():
+    # positives 0.35, 0.8 vs negatives 0.1, 0.4: 3 of the 4 pairs ordered right
+    assert train_prm.auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+    # positives 0.5, 0.9 vs negatives 0.5, 0.2: a tie counts half, (0.5 + 1 + 1 + 1) / 4
+    assert train_prm.auroc([0.5, 0.5, 0.2, 0.9], [1, 0, 0, 1]) == pytest.approx(0.875)
+    assert train_prm.auroc([0.3, 0.7], [1, 1]) is None
+
+
+def test_scores_do_not_depend_on_what_else_is_in_the_batch():
+    torch.manual_seed(0)
+    model = GPT(PRESETS["test"].model_config()).eval()
+    torch.nn.init.normal_(model.scalar_head.weight)
+    prompt = encode(prompt_text(LINE))
+    short, long = prompt + encode(trace(D_RIGHT)), prompt + encode(trace(D_RIGHT, X_WRONG, E_RIGHT))
+    alone = step_scores(model, [short], [len(prompt)])
+    together = step_scores(model, [long, short], [len(prompt)] * 2)
+    assert len(together[0]) == 4 and len(alone[0]) == 2
+    assert together[1] == pytest.approx(alone[0], abs=1e-6)
+    x = torch.tensor([long])
+    assert together[0] == pytest.approx(torch.sigmoid(model(x, head="scalar"))[0, step_ends(long, len(prompt))].tolist(), abs=1e-6)
+    assert outcome_scores(model, [long, short])[1] == pytest.approx(alone[0][-1], abs=1e-6)  # the end-of-text
+
+
+def judged(solution, scores=None):
+    prompt = encode(prompt_text(LINE))
+    sample = train_prm.judge({"problem": LINE, "difficulty": 2}, prompt, encode(solution), P)
+    if scores is not None:
+        sample.scores = scores
+    return sample
+
+
+def test_first_error_lowest_rate_gives_ties_a_share():
+    hit = judged(trace(D_RIGHT, X_WRONG, E_RIGHT), {"steps": [0.9, 0.1, 0.4, 0.3]})  # labels 1 0 0 0
+    miss = judged(trace(D_WRONG, E_RIGHT), {"steps": [0.5, 0.2, 0.6]})               # labels 0 0 0
+    tie = judged(trace(D_WRONG, E_RIGHT), {"steps": [0.2, 0.2, 0.6]})
+    clean = judged(trace(D_RIGHT, E_RIGHT), {"steps": [0.9, 0.9, 0.9]})              # no error: not counted
+    result = train_prm.first_error_lowest([hit, miss, tie, clean])
+    assert result["first_error_solutions"] == 3
+    assert result["first_error_lowest_rate"] == pytest.approx((1 + 0 + 0.5) / 3)
+    assert result["first_error_lowest_chance"] == pytest.approx((1 / 4 + 1 / 3 + 1 / 3) / 3)
+
+
+def test_best_of_n_picks_by_score_and_majority_by_count():
+    right, wrong7, wrong8 = (trace(D_RIGHT, E_RIGHT), trace(D_RIGHT, E_RIGHT, answer=7), trace(D_RIGHT, E_RIGHT, answer=8))
+    group = [judged(wrong7, {"prm_min": 0.2, "prm_prod": 0.2, "prm_last": 0.9, "orm": 0.1}),
+             judged(right, {"prm_min": 0.8, "prm_prod": 0.1, "prm_last": 0.1, "orm": 0.1}),
+             judged(wrong7, {"prm_min": 0.1, "prm_prod": 0.3, "prm_last": 0.1, "orm": 0.2}),
+             judged(wrong8, {"prm_min": 0.1, "prm_prod": 0.1, "prm_last": 0.1, "orm": 0.3})]
+    rows = train_prm.best_of_n([group], [group[1]], 2, 4)
+    at = {(r["method"], r["budget"]): r["accuracy"] for r in rows}
+    assert at["greedy", 1] == 1.0
+    assert [at["pass@n", n] for n in (1, 2, 4)] == [0.25, 0.5, 1.0]
+    assert [at["prm_min", n] for n in (1, 2, 4)] == [0.25, 0.5, 1.0]  # N=2: {7, right} picks right, {7, 8} not
+    assert at["prm_last", 4] == 0.0 and at["prm_prod", 4] == 0.0 and at["orm", 4] == 0.0
+    assert at["majority", 4] == 0.0 and at["majority", 2] == 0.0  # 7 twice; {7, right}: a tie, the first answer
+    assert {r["generated_tokens"] for r in rows if r["budget"] == 4} == {sum(len(s.solution) for s in group)}
+
+
+# ----------------------------------------------------------------------------- Monte Carlo labels
+
+def test_monte_carlo_labels_converge_to_the_success_probability():
+    rng = random.Random(0)
+
+    def stand_in(prefixes):  # a "policy" that finishes prefix q right with probability q, in 3 tokens
+        return [(rng.random() < q, 3) for q in prefixes]
+
+    chances = [0.0, 0.05, 0.5, 0.9, 1.0]
+    errors = {}
+    for m in (4, 4000):
+        outcomes = train_prm.monte_carlo_outcomes(chances, stand_in, m, batch_size=1000)
+        assert [len(o) for o in outcomes] == [m] * len(chances)
+        assert sum(n for o in outcomes for _, n in o) == 3 * m * len(chances)
+        soft = [train_prm.monte_carlo_label(o, soft=True) for o in outcomes]
+        errors[m] = max(abs(s - q) for s, q in zip(soft, chances))
+        hard = [train_prm.monte_carlo_label(o, soft=False) for o in outcomes]
+        assert hard[0] == 0.0 and hard[-1] == 1.0  # never right / always right, whatever m
+    assert errors[4000] < 0.03 and errors[4000] < errors[4]
+    assert train_prm.monte_carlo_label([(True, 1), (False, 1), (False, 1), (True, 1)], soft=True) == 0.5
+
+
+def test_monte_carlo_labeller_rolls_out_every_step_but_the_answer():
+    samples = [judged(trace(D_RIGHT, X_WRONG, E_RIGHT)), judged(trace(D_RIGHT, E_RIGHT, answer=8))]
+    asked = []
+
+    def oracle_policy(prefixes):  # a stand-in that reaches the right answer exactly from the right prefixes
+        asked.extend(prefixes)
+        return [(s.labels[j] == 1, 2) for s, j in prefixes]
+
+    labels, tokens = train_prm.monte_carlo_step_labels(samples, oracle_policy, 3, soft=True)
+    assert labels == [[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 0.0]]  # the answer steps: the answer given, right or wrong
+    assert len(asked) == 3 * 5 and tokens == 2 * 3 * 5  # 3 + 2 steps before the answers
+    rows = train_prm.monte_carlo_agreement(train_prm.step_prefixes(samples), [[(s.labels[j] == 1, 1)] * 16 for s, j in
+                                                                            train_prm.step_prefixes(samples)])
+    assert [r["hard_agreement"] for r in rows] == [1.0, 1.0, 1.0]
+    assert [r["generated_tokens"] for r in rows] == [5, 20, 80]
+
+
+# ----------------------------------------------------------------------------- end to end
+
+def run(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def sft_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prm")
+    assert run("data/prepare.py", "--preset", "test", "--out", str(out)).returncode == 0
+    train_sft.main(["--preset", "test", "--out", str(out)])
+    return out
+
+
+def test_a_missing_sft_checkpoint_is_one_line(sft_dir, tmp_path):
+    os.symlink(sft_dir / "data", tmp_path / "data")
+    result = run("train_prm.py", "--preset", "test", "--out", str(tmp_path))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        f"error: no checkpoint at {tmp_path}/sft/ckpt.pt: run the stage that writes it first"]
+
+
+def test_train_prm_writes_both_reward_models_and_the_metrics(sft_dir):
+    flags = ["--problems", "6", "--samples", "2", "--agreement-samples", "2", "--steps", "3", "--eval-problems", "2",
+             "--best-of", "4", "--labels", "mc-soft", "--rollouts", "2"]
+    metrics = train_prm.main(["--preset", "test", "--out", str(sft_dir), *flags])
+    assert set(metrics["step_auroc_by_difficulty"]) == set(metrics["accuracy_by_difficulty"]) == {"1", "2", "3", "4"}
+    assert [r["rollouts"] for r in metrics["monte_carlo_agreement"]] == [1, 4, 16]
+    budgets = {r["budget"] for r in metrics["best_of_n"] if r["method"] == "prm_min"}
+    assert budgets == {1, 2, 4}
+    methods = {r["method"] for r in metrics["best_of_n"]}
+    assert methods == {"prm_min", "prm_prod", "prm_last", "orm", "majority", "pass@n", "greedy"}
+    assert all(0 <= r["accuracy"] <= 1 for r in metrics["best_of_n"])
+    assert os.path.exists(sft_dir / "prm" / "metrics.json")
+    for name in ("ckpt.pt", "orm.pt"):
+        ckpt = load_checkpoint(str(sft_dir / "prm" / name), expect_config=PRESETS["test"].model_config())
+        assert ckpt["step"] == 3 and ckpt["labels"] == "mc-soft"
+    prm = model_from_checkpoint(load_checkpoint(str(sft_dir / "prm" / "ckpt.pt")))
+    prompt = encode(prompt_text(LINE))
+    (probs,) = step_scores(prm, [prompt + encode(trace(D_RIGHT, E_RIGHT))], [len(prompt)])
+    assert len(probs) == 3 and all(0 < q < 1 for q in probs)
