@@ -14,6 +14,11 @@
    softmax (`math`), forward and forward+backward TFLOP/s for sequences 512..8192 and head dims
    64 and 128, peak memory at 8192, and small-preset training tokens/s with `cuda` and `sdpa`.
    FLOPs are counted as 4 B H N^2 D, halved for causal, x2.5 for forward+backward.
+4. Search (`python bench.py --search` runs this part alone): generated tokens/s of search.py's
+   step primitive (next_steps: one more step for every partial solution of a frontier, one
+   batched KV-cached generate call) at frontier sizes 1, 16 and 256, and MCTS simulations/s
+   (16 trees in lockstep, expansion width 4, the same model standing in as the PRM). The
+   model is the preset's size with random weights, so each step runs to the 24-token cap.
 
 Absolute times depend on the machine: quote them with the hardware; compare ratios.
 """
@@ -182,12 +187,55 @@ def print_attention(rows):
         print(f"  D {D}, N {N}: " + ", ".join(parts))
 
 
+@torch.no_grad()
+def bench_search(preset, device, frontiers=(1, 16, 256), step_tokens=24, trees=16, simulations=16):
+    """Section 4. It times search.py's own functions, so it imports search.py: the one place a
+    script imports another (they would move to common.py together)."""
+    import search
+    torch.manual_seed(0)
+    model = GPT(preset.model_config()).to(device).eval()
+    rng = random.Random(0)
+    prompts = [encode(prompt_text(generate_problem(rng, rng.randint(1, preset.task.max_train_d), preset.task).text()))
+               for _ in range(max(frontiers))]
+    extend = lambda nodes: search.next_steps(model, nodes, max_step_tokens=step_tokens)
+    out = {"step_tokens": step_tokens, "tokens_per_s": {}}
+    with autocast(device):
+        extend([search.new_root(p) for p in prompts[:4]])  # warm-up
+        for n in frontiers:
+            best = 0.0
+            for _ in range(2):  # the better of two runs: the CPU may be shared
+                roots = [search.new_root(p) for p in prompts[:n]]
+                _, seconds = timed(lambda: extend(roots), device)
+                best = max(best, sum(r.compute.generated_tokens for r in roots) / seconds)
+            out["tokens_per_s"][n] = best
+        roots = [search.new_root(p) for p in prompts[:trees]]
+        _, seconds = timed(lambda: search.mcts(roots, extend, lambda chains: search.score_steps(model, chains),
+                                               simulations, width=4), device)
+    out["mcts"] = {"trees": trees, "simulations": sum(r.visit_count for r in roots), "seconds": seconds,
+                   "simulations_per_s": sum(r.visit_count for r in roots) / seconds,
+                   "generated_tokens": sum(r.compute.generated_tokens for r in roots)}
+    return out
+
+
+def print_search(r, name):
+    t = r["tokens_per_s"]
+    print(f"\nsearch: step primitive (next_steps), preset {name} model, steps of up to {r['step_tokens']} tokens")
+    print("| frontier | generated tokens/s |\n|---:|---:|")
+    for n, v in t.items():
+        print(f"| {n} | {v:.0f} |")
+    print(f"batching: frontier {max(t)} generates {t[max(t)] / t[min(t)]:.1f}x the tokens/s of frontier {min(t)}")
+    m = r["mcts"]
+    print(f"MCTS: {m['simulations']} simulations over {m['trees']} trees in {m['seconds']:.1f} s: "
+          f"{m['simulations_per_s']:.1f} simulations/s ({m['generated_tokens']} tokens generated)")
+
+
 def main():
     parser = Parser(description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=PRESETS, help="model size for the generation benchmark (default: small)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--save", metavar="FILE", help="also write the numbers to FILE as JSON")
     parser.add_argument("--attention", action="store_true", help="only the attention benchmark (section 3; needs a GPU)")
+    parser.add_argument("--search", action="store_true", help="only the search benchmark (section 4)")
     args = parser.parse_args()
     device = setup_device(args.device).device
     name = args.preset or "small"  # the size the later stages use
@@ -201,6 +249,14 @@ def main():
             with open(args.save, "w") as f:
                 json.dump({"hardware": hardware, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
                            "attention": attn}, f, indent=2)
+        return
+    if args.search:
+        search_speed = bench_search(PRESETS[name], device)
+        print_search(search_speed, name)
+        if args.save:
+            with open(args.save, "w") as f:
+                json.dump({"hardware": hardware, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+                           "search": search_speed, "search_preset": name}, f, indent=2)
         return
 
     gen = bench_generation(PRESETS[name], device)
@@ -222,10 +278,13 @@ def main():
     else:
         attn = None
         print("\nattention kernels: skipped (no CUDA GPU: kernels.cu and SDPA's flash backend need one)")
+    search_speed = bench_search(PRESETS[name], device)
+    print_search(search_speed, name)
     if args.save:
         with open(args.save, "w") as f:
             json.dump({"hardware": hardware, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-                       "generation": gen, "generation_preset": name, "training": train, "attention": attn}, f, indent=2)
+                       "generation": gen, "generation_preset": name, "training": train, "attention": attn,
+                       "search": search_speed}, f, indent=2)
 
 
 def run_attention(device, sdpa_training=None):

@@ -1,79 +1,634 @@
-"""Test-time compute: answer problems with the trained policy.
+"""Test-time compute: turn more thinking at inference into more accuracy.
 
-o1 thinks before it answers: it writes a hidden chain of thought, then the answer. This script
-does the same with the SFT policy. So far it has one method, greedy decoding (one chain of
-thought, the likeliest token each time); majority vote, best-of-N, beam search and MCTS build
-on the same generation call in later versions.
+o1's headline is that its accuracy grows with the compute it spends thinking. This script spends
+that compute in five ways, all built on the same two primitives:
 
-    python search.py --preset tiny --out out/tiny                         # greedy on every test bin
-    python search.py --preset tiny --out out/tiny --problems my.txt --show
+  next_steps   the policy writes one more step (up to <|step|> or <|endoftext|>) for every
+               partial solution of a frontier at once: one batched, KV-cached generate call;
+  score_steps  the process reward model (PRM) judges steps: one batched forward of its scalar head.
+
+  greedy       one chain of thought, the likeliest token each time;
+  majority     N sampled chains, the most common answer (self-consistency, Wang et al. 2022);
+  bon-prm      best-of-N: the chain whose steps the PRM likes best (Lightman et al. 2023);
+  prm-vote     best-of-N as a vote, each answer weighted by its chains' PRM scores;
+  bon-orm      best-of-N by the outcome reward model (ORM), the baseline the PRM should beat;
+  beam         step-level beam search guided by the PRM (Snell et al. 2024, section 5);
+  mcts         Monte Carlo tree search over steps: PUCT with the policy's step probability as
+               prior (AlphaZero), the PRM's score of a leaf (or a short rollout) as its value.
+
+Compute is counted the same way for every method: tokens the policy generated, and tokens a
+reward model read. --budget N means N chains' worth of generated tokens: N samples, N candidate
+steps per beam-search round, and for MCTS a budget of N times the tokens of the greedy chain on
+the same problem (the greedy chain, which sets the budget, is counted in). So the methods are
+compared at matched generated tokens; the tables print what each really spent.
+
+    python search.py --preset tiny --out out/tiny --method all --budget 1,4,16     # the scaling grid
+    python search.py --preset tiny --out out/tiny --method mcts --budget 8 --problems my.txt --show
+
+The grid answers the first --per-bin test problems of every difficulty bin (in range and beyond
+training) with every method at every budget, and writes DIR/search/scaling.json (rows: method,
+budget, difficulty, accuracy, generated_tokens and scored_tokens per problem), scaling.md, and
+scaling.png if matplotlib is installed. pass@N (any of the N samples right, by the verifier) is
+listed as the ceiling a best-of-N selector can reach. PRM methods need DIR/prm/ckpt.pt, bon-orm
+DIR/prm/orm.pt (python train_prm.py); --method all skips what is missing.
 
 --problems FILE: one problem per line in the plain-text form (README), `#` starts a comment.
-Prints one answer per line with the number of tokens it thought for; --show prints the chain
-of thought too. A line that cannot be read gets one error line on stderr, `-` as its answer,
+Prints one answer per line with the number of tokens it thought for; --show prints the chain of
+thought too, or for beam and MCTS the whole explored tree with each step's PRM score, visit count
+and verifier mark. A line that cannot be read gets one error line on stderr, `-` as its answer,
 and exit code 1 at the end; the other lines are still answered.
 """
+import copy
+import math
 import os
 import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
-from common import (accuracy_table, autocast, evaluate_policy, parse, read_split, read_task, run_cli,
+from common import (UserError, aggregate, autocast, outcome_scores, parse, read_split, read_task, run_cli, scalar_probabilities,
                     setup_device, stage_parser, write_json)
-from data.task import EOT, PAD, STEP, ProblemError, parse_problem, prompt_text
+from data.task import EOT, PAD, STEP, ProblemError, parse_problem, prompt_text, values
 from data.tokenizer import decode, encode, special_id
 from data.verify import verify
 from model import generate, load_checkpoint, model_from_checkpoint
 
+METHODS = ("greedy", "majority", "bon-prm", "prm-vote", "bon-orm", "beam", "mcts")
+SAMPLED = ("majority", "bon-prm", "prm-vote", "bon-orm")  # these four share one set of N samples
+NEEDS_PRM = ("bon-prm", "prm-vote", "beam", "mcts")
+PER_BIN = {"test": 3, "tiny": 40, "small": 100}  # default problems per difficulty bin in the grid
+MAX_STEP_TOKENS = 32  # a step of the task is at most about 20 tokens; a longer one is cut into pieces
 
-def answer_file(model, path, task, show):
-    """Greedy answers for the problems in a file; returns how many lines could not be read."""
-    failed = 0
-    with open(path) as f:
-        lines = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip() and not line.lstrip().startswith("#")]
-    for n, line in lines:
+
+# ----------------------------------------------------------------------------- the search tree
+
+@dataclass
+class Compute:
+    """What one problem cost: the same two counters for every method."""
+    generated_tokens: int = 0  # tokens the policy sampled
+    scored_tokens: int = 0     # tokens a reward model read (a forward over the whole sequence)
+
+
+@dataclass(eq=False)
+class Node:
+    """One step of a chain of thought; the root is the prompt. Beam search and MCTS grow a tree of
+    these, sampling grows a bush (N chains from one root)."""
+    sequence: list             # token ids: the prompt and every step down to this one
+    compute: Compute           # the problem's counters, shared by its whole tree
+    parent: "Node | None" = None
+    step: list = field(default_factory=list)  # this step's tokens (the stop token included)
+    prompt_len: int = 0
+    logprob: float = 0.0       # log-probability of the step under the sampling policy
+    terminal: bool = False     # ended by <|endoftext|>, or no room left in the context
+    prm: float | None = None   # the PRM's probability that this step is right
+    prior: float = 1.0         # MCTS: P(s, a), the step's probability among its siblings
+    visit_count: int = 0       # MCTS: N(s, a)
+    value_sum: float = 0.0     # MCTS: W(s, a); the mean value Q = W / N
+    kept: bool = False         # beam search: the step survived its round
+    children: list = field(default_factory=list)
+
+    @property
+    def q(self):
+        """Mean backed-up value; before any visit, the PRM's own score of the step (first-play value)."""
+        return self.value_sum / self.visit_count if self.visit_count else (self.prm or 0.0)
+
+
+def new_root(prompt):
+    return Node(list(prompt), Compute(), prompt_len=len(prompt))
+
+
+def path(node):
+    """The steps from the root (excluded) down to node."""
+    steps = []
+    while node.parent is not None:
+        steps.append(node)
+        node = node.parent
+    return steps[::-1]
+
+
+def chain_text(node):
+    return decode(node.sequence[node.prompt_len:])
+
+
+# ----------------------------------------------------------------------------- the two primitives
+
+def length_batches(sequences, max_batch):
+    """Indices in chunks of at most max_batch, sorted by length: similar lengths pad little."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    return [order[i:i + max_batch] for i in range(0, len(order), max_batch)]
+
+
+@torch.no_grad()
+def next_steps(policy, nodes, temperature=1.0, top_k=None, max_step_tokens=MAX_STEP_TOKENS, max_batch=1024):
+    """THE STEP PRIMITIVE. One more step for every node of a frontier (repeats allowed: k copies
+    of a node give k sampled continuations), in one generate call per max_batch nodes. Returns
+    the new child nodes in order (not yet attached to their parents); charges each problem the
+    tokens generated for it."""
+    stop, block = (special_id(STEP), special_id(EOT)), policy.cfg.block_size
+    children = [None] * len(nodes)
+    for chunk in length_batches([n.sequence for n in nodes], max_batch):
+        steps, logprobs = generate(policy, [nodes[i].sequence for i in chunk], max_step_tokens,
+                                   special_id(PAD), stop_ids=stop, temperature=temperature, top_k=top_k)
+        for i, step, logprob in zip(chunk, steps, logprobs):
+            node, sequence = nodes[i], nodes[i].sequence + step
+            node.compute.generated_tokens += len(step)
+            children[i] = Node(sequence, node.compute, parent=node, step=step, prompt_len=node.prompt_len,
+                               logprob=sum(logprob), terminal=step[-1] == stop[1] or len(sequence) >= block)
+    return children
+
+
+def score_steps(prm, chains):
+    """THE SCORING PRIMITIVE. chains: for each sequence, the nodes (steps) on one path to score,
+    deepest last. The PRM reads each deepest node's sequence once; every node gets the PRM's
+    probability that it is right, read at its step's last token (<|step|> or <|endoftext|>)."""
+    sequences = [chain[-1].sequence for chain in chains]
+    probs = scalar_probabilities(prm, sequences, [[len(n.sequence) - 1 for n in chain] for chain in chains])
+    for chain, chain_probs in zip(chains, probs):
+        chain[-1].compute.scored_tokens += len(chain[-1].sequence)
+        for node, p in zip(chain, chain_probs):
+            node.prm = p
+
+
+def score_outcomes(orm, leaves):
+    """The ORM's probability that each finished chain's answer is right, read at its last token."""
+    for leaf in leaves:
+        leaf.compute.scored_tokens += len(leaf.sequence)
+    return outcome_scores(orm, [leaf.sequence for leaf in leaves])
+
+
+def chain_score(leaf, how):
+    """A chain's PRM score from its step ends' scores (common.aggregate: min, prod or last)."""
+    ends = (special_id(STEP), special_id(EOT))
+    return aggregate([node.prm for node in path(leaf) if node.step[-1] in ends], how)
+
+
+# ----------------------------------------------------------------------------- methods
+
+def complete(frontier, extend, max_steps=None, attach=True):
+    """Extend every node step by step until its chain ends (or max_steps); the final nodes, in order."""
+    final, steps = list(frontier), 0
+    active = [i for i, node in enumerate(final) if not node.terminal]
+    while active and (max_steps is None or steps < max_steps):
+        for i, child in zip(active, extend([final[i] for i in active])):
+            if attach:
+                child.parent.children.append(child)
+            final[i] = child
+        active = [i for i in active if not final[i].terminal]
+        steps += 1
+    return final
+
+
+def vote(answers, weights=None):
+    """The answer with the most votes (or the largest total weight); a chain without an answer
+    does not vote. Ties go to the smallest answer: the result never depends on sample order."""
+    totals = defaultdict(float)
+    for i, answer in enumerate(answers):
+        if answer is not None:
+            totals[answer] += 1.0 if weights is None else weights[i]
+    return min(totals, key=lambda a: (-totals[a], a)) if totals else None
+
+
+def keep_top(candidates, width):
+    """Beam search's selection: the `width` candidates the PRM scores highest (ties: the earlier)."""
+    return sorted(candidates, key=lambda node: -node.prm)[:width]  # sorted() is stable
+
+
+def beam_search(roots, extend, score, n, width):
+    """Step-level beam search (Snell et al. 2024, sec. 5.1). Round 1 samples n first steps; each
+    round keeps the `width` steps the PRM scores highest and samples n / width next steps from
+    each, so a round costs about n steps, like n chains. A kept step that ends its chain takes
+    its beam out. Answer: the finished chain whose last step scores highest."""
+    branching = max(1, n // width)
+    beams, slots, finished = [[root] for root in roots], [width] * len(roots), [[] for _ in roots]
+    while any(beams):
+        frontier = [b for problem in beams for b in problem for _ in range(n if b.parent is None else branching)]
+        children = extend(frontier)
+        score([[child] for child in children])
+        by_parent = defaultdict(list)
+        for child in children:
+            child.parent.children.append(child)
+            by_parent[id(child.parent)].append(child)
+        for i, problem in enumerate(beams):
+            candidates = [c for b in problem for c in by_parent[id(b)]]
+            kept = keep_top(candidates, slots[i])
+            for node in kept:
+                node.kept = True
+            finished[i] += [node for node in kept if node.terminal]
+            slots[i] -= sum(node.terminal for node in kept)
+            beams[i] = [node for node in kept if not node.terminal]
+    return [keep_top(done, 1)[0] for done in finished]
+
+
+def puct_select(node, c_puct):
+    """PUCT (Silver et al. 2018, AlphaZero): the child maximizing
+    Q(s, a) + c_puct * P(s, a) * sqrt(N(s)) / (1 + N(s, a)). Ties: the earlier child."""
+    sqrt_visits = math.sqrt(node.visit_count)
+    return max(node.children, key=lambda c: c.q + c_puct * c.prior * sqrt_visits / (1 + c.visit_count))
+
+
+def select_leaf(root, c_puct):
+    node = root
+    while node.children and not node.terminal:
+        node = puct_select(node, c_puct)
+    return node
+
+
+def backup(leaf, value):
+    """Mean backup: each node from the leaf to the root counts one more visit and adds the value."""
+    node = leaf
+    while node is not None:
+        node.visit_count += 1
+        node.value_sum += value
+        node = node.parent
+
+
+def expand(leaves, extend, score, width):
+    """Sample `width` next steps from every leaf in one primitive call; identical steps merge into
+    one child; the new children are scored by the PRM in one call."""
+    children, fresh = extend([leaf for leaf in leaves for _ in range(width)]), []
+    for i, leaf in enumerate(leaves):
+        for child in children[i * width:(i + 1) * width]:
+            if all(child.step != c.step for c in leaf.children):
+                leaf.children.append(child)
+                fresh.append(child)
+        # P(s, a): the policy's probability of each distinct step, normalized over the siblings
+        top = max(c.logprob for c in leaf.children)
+        weights = [math.exp(c.logprob - top) for c in leaf.children]
+        for c, w in zip(leaf.children, weights):
+            c.prior = w / sum(weights)
+    if fresh:
+        score([[child] for child in fresh])
+
+
+def mcts(roots, extend, score, simulations, width, c_puct=1.0, token_budgets=None, rollout_steps=0):
+    """Monte Carlo tree search over steps, one tree per root. A simulation selects a leaf by PUCT,
+    expands it (width sampled steps), and backs up its value: the PRM's score of the leaf's step,
+    or with rollout_steps > 0 the PRM's score at the end of a short sampled rollout. A tree stops
+    after `simulations`, or once its problem has generated token_budgets[i] tokens (after one).
+    The trees advance in lockstep: each round, every tree runs simulations until one reaches a
+    leaf to expand (a finished chain is backed up at once), and all these leaves are expanded in
+    one primitive call and scored in one PRM call."""
+    budgets = token_budgets or [None] * len(roots)
+    while True:
+        leaves = []
+        for root, budget in zip(roots, budgets):
+            while root.visit_count < simulations and (root.visit_count == 0 or budget is None or root.compute.generated_tokens < budget):
+                leaf = select_leaf(root, c_puct)
+                if not leaf.terminal:
+                    leaves.append(leaf)
+                    break
+                backup(leaf, leaf.prm)  # a finished chain: nothing to expand, its value is known
+        if not leaves:
+            return roots
+        expand(leaves, extend, score, width)
+        value = {id(leaf): leaf.prm for leaf in leaves if leaf.parent is not None}
+        if rollout_steps:
+            starts = [leaf for leaf in leaves if leaf.parent is not None]
+            ends = complete(starts, extend, max_steps=rollout_steps, attach=False)  # not kept in the tree
+            score([[end] for end in ends])
+            value.update((id(leaf), end.prm) for leaf, end in zip(starts, ends))
+        for leaf in leaves:  # the root has no step of its own: its value is its children's mean
+            backup(leaf, value.get(id(leaf), sum(c.prm for c in leaf.children) / len(leaf.children)))
+
+
+def most_visited_end(root):
+    """The answer of a search: follow the most visited child (ties: higher Q) from the root."""
+    node = root
+    while node.children:
+        node = max(node.children, key=lambda c: (c.visit_count, c.q))
+    return node
+
+
+# ----------------------------------------------------------------------------- running a method on many problems
+
+@dataclass
+class Setup:
+    """The two primitives bound to the models, and the settings every method reads."""
+    extend: object          # next_steps with the policy, sampling
+    greedy: object          # next_steps with the policy, temperature 0
+    score: object           # score_steps with the PRM, or None without one
+    orm: object             # the ORM model, or None
+    p: int                  # the task's modulus, for the verifier
+    args: object
+
+
+@dataclass
+class Outcome:
+    answer: int | None
+    leaf: Node | None       # the chain of thought behind the answer
+    root: Node              # everything the method explored
+    compute: Compute
+    note: str = ""          # e.g. the votes
+
+
+def answer_of(leaf, problem, p):
+    return verify(problem, chain_text(leaf), p).answer
+
+
+def run_greedy(setup, prompts, problems):
+    roots = [new_root(prompt) for prompt in prompts]
+    leaves = complete(roots, setup.greedy)
+    return [Outcome(answer_of(leaf, pr, setup.p), leaf, root, root.compute) for leaf, root, pr in zip(leaves, roots, problems)]
+
+
+def run_sampled(setup, methods, prompts, problems, n):
+    """majority, bon-prm, prm-vote, bon-orm and pass@n from one set of n samples per problem."""
+    roots = [new_root(prompt) for prompt in prompts]
+    leaves = complete([root for root in roots for _ in range(n)], setup.extend)
+    chains = [leaves[i * n:(i + 1) * n] for i in range(len(roots))]
+    answers = [[answer_of(leaf, pr, setup.p) for leaf in chain] for chain, pr in zip(chains, problems)]
+    sampled = [copy.copy(root.compute) for root in roots]
+    out = defaultdict(list)
+
+    def outcome(method, i, answer, leaf, compute, note=""):
+        leaf = leaf or next((l for l, a in zip(chains[i], answers[i]) if a == answer), chains[i][0])
+        out[method].append(Outcome(answer, leaf, roots[i], compute, note))
+
+    if any(m in methods for m in ("bon-prm", "prm-vote")):
+        setup.score([path(leaf) for leaf in leaves])
+    with_prm = [copy.copy(root.compute) for root in roots]
+    orm_scores = score_outcomes(setup.orm, leaves) if "bon-orm" in methods else None
+    truth = [values(pr, setup.p)[pr.query] for pr in problems]
+    for i, chain in enumerate(chains):
+        counts = ", ".join(f"{a} x{answers[i].count(a)}" for a in sorted(set(answers[i]) - {None}))
+        outcome("majority", i, vote(answers[i]), None, sampled[i], f"votes: {counts or 'no answers'}")
+        outcome("pass@n", i, truth[i] if truth[i] in answers[i] else answers[i][0], None, sampled[i])
+        if "bon-prm" in methods or "prm-vote" in methods:
+            agg = [chain_score(leaf, setup.args.aggregate) for leaf in chain]
+            best = max(range(n), key=lambda j: agg[j])  # ties: the first sample
+            outcome("bon-prm", i, answers[i][best], chain[best], with_prm[i])
+            outcome("prm-vote", i, vote(answers[i], agg), None, with_prm[i])
+        if orm_scores is not None:
+            scores = orm_scores[i * n:(i + 1) * n]
+            best = max(range(n), key=lambda j: scores[j])
+            outcome("bon-orm", i, answers[i][best], chain[best],
+                    Compute(sampled[i].generated_tokens, roots[i].compute.scored_tokens - with_prm[i].scored_tokens))
+    return out
+
+
+def run_method(setup, method, prompts, problems, n, greedy=None):
+    """Outcomes of one method (beam, mcts) at budget n; greedy: this problem set's greedy outcomes (mcts)."""
+    roots = [new_root(prompt) for prompt in prompts]
+    if method == "beam":
+        width = setup.args.beam_width or max(1, n // 4)  # Snell et al.: 4 next steps per kept beam
+        leaves = beam_search(roots, setup.extend, setup.score, n, min(width, n))
+    else:
+        greedy = greedy or run_greedy(setup, prompts, problems)
+        for root, g in zip(roots, greedy):  # the greedy chain sets the budget, so it is paid for
+            root.compute = copy.copy(g.compute)
+        budgets = [n * g.compute.generated_tokens for g in greedy]
+        mcts(roots, setup.extend, setup.score, simulations=8 * n, width=min(setup.args.expand, n),
+             c_puct=setup.args.c_puct, token_budgets=budgets, rollout_steps=setup.args.rollout_steps)
+        leaves = complete([most_visited_end(root) for root in roots], setup.extend)
+    return [Outcome(answer_of(leaf, pr, setup.p), leaf, root, root.compute) for leaf, root, pr in zip(leaves, roots, problems)]
+
+
+# ----------------------------------------------------------------------------- the scaling grid
+
+def run_grid(setup, methods, budgets, records, task, per_bin):
+    from tqdm import tqdm
+    bins = defaultdict(list)
+    for r in records:
+        if len(bins[r["difficulty"]]) < per_bin:
+            bins[r["difficulty"]].append(r)
+    rows, jobs = [], [(d, n) for d in sorted(bins) for n in budgets]
+
+    def add(method, n, d, outcomes, truth):
+        k = len(outcomes)
+        rows.append({"method": method, "budget": n, "difficulty": d, "in_distribution": d <= task.max_train_d,
+                     "accuracy": sum(o.answer == t for o, t in zip(outcomes, truth)) / k,
+                     "generated_tokens": sum(o.compute.generated_tokens for o in outcomes) / k,
+                     "scored_tokens": sum(o.compute.scored_tokens for o in outcomes) / k, "problems": k})
+
+    greedy_by_bin = {}
+    for d, n in tqdm(jobs, desc="search grid", leave=False):
+        problems = [parse_problem(r["problem"], task.p) for r in bins[d]]
+        prompts = [encode(prompt_text(r["problem"])) for r in bins[d]]
+        truth = [values(pr, task.p)[pr.query] for pr in problems]
+        if d not in greedy_by_bin:
+            greedy_by_bin[d] = run_greedy(setup, prompts, problems)
+            add("greedy", 1, d, greedy_by_bin[d], truth)
+        sampled = [m for m in methods if m in SAMPLED]
+        if sampled:
+            outcomes = run_sampled(setup, sampled, prompts, problems, n)
+            for method in sampled + ["pass@n"]:
+                add(method, n, d, outcomes[method], truth)
+        for method in (m for m in methods if m in ("beam", "mcts")):
+            add(method, n, d, run_method(setup, method, prompts, problems, n, greedy_by_bin[d]), truth)
+    return rows
+
+
+def scaling_table(rows, task):
+    """Markdown: accuracy (generated tokens per problem) per method and budget, one column per bin."""
+    bins = sorted({r["difficulty"] for r in rows})
+    cell = {(r["method"], r["budget"], r["difficulty"]): r for r in rows}
+    head = [f"d={d}" + (" (OOD)" if d > task.max_train_d else "") for d in bins]
+    lines = ["accuracy (generated tokens per problem), per difficulty bin; pass@n is the oracle ceiling of best-of-N", "",
+             "| method | budget | " + " | ".join(head) + " | PRM/ORM tokens read |", "|---|---:|" + "---:|" * (len(bins) + 1)]
+    for method, budget in dict.fromkeys((r["method"], r["budget"]) for r in rows):
+        cells = [f"{cell[method, budget, d]['accuracy']:.3f} ({cell[method, budget, d]['generated_tokens']:.0f})" for d in bins]
+        scored = sum(cell[method, budget, d]["scored_tokens"] for d in bins) / len(bins)
+        lines.append(f"| {method} | {budget} | " + " | ".join(cells) + f" | {scored:.0f} |")
+    lines += ["", "best method per bin and budget (pass@n and greedy left out):", ""]
+    for d in bins:
+        wins = []
+        for budget in sorted({r["budget"] for r in rows if r["method"] not in ("greedy", "pass@n")}):
+            cands = [r for r in rows if r["difficulty"] == d and r["budget"] == budget and r["method"] not in ("greedy", "pass@n")]
+            top = max(r["accuracy"] for r in cands)
+            wins.append(f"N={budget}: {'/'.join(r['method'] for r in cands if r['accuracy'] == top)} ({top:.3f})")
+        lines.append(f"- d={d}: " + "; ".join(wins))
+    return "\n".join(lines)
+
+
+def difficulty_groups(bins, max_train_d):
+    """Panels of the plot: the in-range bins split into up to three groups, and the bins beyond."""
+    inside, beyond = [d for d in bins if d <= max_train_d], [d for d in bins if d > max_train_d]
+    k = min(3, len(inside))
+    groups = [inside[i * len(inside) // k:(i + 1) * len(inside) // k] for i in range(k)]
+    return [(f"d={g[0]}" + (f"-{g[-1]}" if len(g) > 1 else ""), g) for g in groups] + ([(f"d={beyond[0]}-{beyond[-1]} (beyond training)", beyond)] if beyond else [])
+
+
+def plot(rows, task, path):
+    """Accuracy against log generated tokens, one panel per difficulty group. False without matplotlib."""
+    try:
+        import matplotlib
+        import matplotlib.ticker
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    groups = difficulty_groups(sorted({r["difficulty"] for r in rows}), task.max_train_d)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 4), squeeze=False)
+    for ax, (title, group) in zip(axes[0], groups):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            points = []
+            for budget in sorted({r["budget"] for r in rows if r["method"] == method}):
+                sel = [r for r in rows if r["method"] == method and r["budget"] == budget and r["difficulty"] in group]
+                weight = sum(r["problems"] for r in sel)
+                points.append((sum(r["generated_tokens"] * r["problems"] for r in sel) / weight,
+                               sum(r["accuracy"] * r["problems"] for r in sel) / weight))
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, "--" if method == "pass@n" else "-", marker="o", label=method)
+        ax.set(xscale="log", title=title, xlabel="generated tokens per problem", ylabel="accuracy")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # one label per decade
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+# ----------------------------------------------------------------------------- reading a problem file
+
+def verifier_mark(node, problem, p):
+    """ok / bad for a step by the exact verifier (the answer step: the answer is right)."""
+    text, v = chain_text(node), verify(problem, chain_text(node), p)
+    if text.endswith(EOT):
+        return "ok " if v.answer_correct else "bad"
+    return ("ok " if v.step_correct[-1] else "bad") if text.endswith(STEP) and v.step_correct else "   "
+
+
+def show_step(node, problem, p, indent, chosen, kind):
+    """One line per step: chosen path starred, verifier mark, PRM score, and beam's kept / MCTS's visits."""
+    prm = f"prm {node.prm:.2f}" if node.prm is not None else "prm  -  "
+    extra = {"beam": "  kept" if node.kept else "      ", "mcts": f"  visits {node.visit_count:3d}"}.get(kind, "")
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in decode(node.step).replace(STEP, "").replace(EOT, ""))
+    return f"{indent}{'*' if chosen else ' '} {verifier_mark(node, problem, p)} {prm}{extra}  {text}"
+
+
+def show(outcome, problem, p, kind):
+    """The chain of thought (one line per step), or for beam and mcts the explored tree."""
+    if kind not in ("beam", "mcts"):
+        lines = [show_step(n, problem, p, "    ", True, kind) for n in path(outcome.leaf)]
+        return lines + ([f"    {outcome.note}"] if outcome.note else [])
+    chosen = set(map(id, path(outcome.leaf)))
+
+    def walk(node, depth):
+        for child in node.children:
+            yield show_step(child, problem, p, "    " + "  " * depth, id(child) in chosen, kind)
+            yield from walk(child, depth + 1)
+    return list(walk(outcome.root, 0))
+
+
+def answer_file(setup, method, path_, task, block_size, n, show_all):
+    """Answers for the problems in a file; returns how many lines could not be read."""
+    with open(path_) as f:
+        lines = [(k, line.strip()) for k, line in enumerate(f, 1) if line.strip() and not line.lstrip().startswith("#")]
+    good, failed = [], set()
+    for k, line in lines:
         try:
-            problem = parse_problem(line, task.p)
-            tokens, _ = generate(model, [encode(prompt_text(line))], model.cfg.block_size, special_id(PAD),
-                                 stop_ids=(special_id(EOT),))
-        except (ProblemError, ValueError) as e:  # ValueError: a problem too long for the model's context
-            print(f"{path}:{n}: {e}", file=sys.stderr)
+            problem, prompt = parse_problem(line, task.p), encode(prompt_text(line))
+            if len(prompt) >= block_size:
+                raise ProblemError(f"the problem is {len(prompt)} tokens; the model reads at most {block_size} in all")
+            good.append((k, problem, prompt))
+        except ProblemError as e:
+            print(f"{path_}:{k}: {e}", file=sys.stderr)
+            failed.add(k)
+    problems, prompts = [g[1] for g in good], [g[2] for g in good]
+    if not good:
+        outcomes = []
+    elif method == "greedy":
+        outcomes = run_greedy(setup, prompts, problems)
+    elif method in SAMPLED:
+        outcomes = run_sampled(setup, [method], prompts, problems, n)[method]
+    else:
+        outcomes = run_method(setup, method, prompts, problems, n)
+    by_line = {g[0]: (o, g[1]) for g, o in zip(good, outcomes)}
+    for k, _ in lines:
+        if k in failed:
             print("-")
-            failed += 1
             continue
-        text = decode(tokens[0])
-        v = verify(problem, text, task.p)
-        print(f"{v.answer if v.answer is not None else 'none'}\t({len(tokens[0])} tokens of thought)")
-        if show:
-            for i, step in enumerate(text.replace(EOT, "").split(STEP)):
-                mark = ("ok " if v.step_correct[i] else "bad") if i < len(v.step_correct) else "   "
-                print(f"    {mark} {step}")
-    return failed
+        o, problem = by_line[k]
+        scored = f", {o.compute.scored_tokens} read by the reward model" if o.compute.scored_tokens else ""
+        print(f"{o.answer if o.answer is not None else 'none'}\t({o.compute.generated_tokens} tokens of thought{scored})")
+        if show_all:
+            print("\n".join(show(o, problem, task.p, method)))
+    return len(failed)
+
+
+# ----------------------------------------------------------------------------- main
+
+def load_reward_model(path, policy, attn, device):
+    model = model_from_checkpoint(load_checkpoint(path), attn)
+    if model.cfg.block_size < policy.cfg.block_size:
+        raise UserError(f"{path} reads {model.cfg.block_size} tokens, the policy writes up to {policy.cfg.block_size}: retrain it")
+    return model.to(device).eval()
+
+
+def budget_list(text):
+    try:
+        budgets = [int(b) for b in text.split(",")]
+    except ValueError:
+        budgets = []
+    if not budgets or min(budgets) < 1:
+        raise UserError(f"--budget {text}: give positive integers separated by commas, e.g. 1,4,16")
+    return budgets
 
 
 def main(argv=None):
     parser = stage_parser(__doc__)
-    parser.add_argument("--method", default="greedy", choices=["greedy"], help="search method (default: greedy)")
-    parser.add_argument("--policy", default="sft", choices=["sft"], help="which trained policy answers")
-    parser.add_argument("--problems", metavar="FILE", help="answer the problems in FILE instead of the test bins")
-    parser.add_argument("--show", action="store_true", help="print each chain of thought, steps marked by the verifier")
+    parser.add_argument("--method", default="greedy", choices=METHODS + ("all",), help="search method, or all of them (default: greedy)")
+    parser.add_argument("--budget", default="1,4,16", help="compute budgets N, comma-separated (default: 1,4,16; --problems uses the largest)")
+    parser.add_argument("--policy", default="sft", choices=["sft", "rl"], help="which trained policy answers: DIR/sft or DIR/rl (default: sft)")
+    parser.add_argument("--problems", metavar="FILE", help="answer the problems in FILE instead of running the grid")
+    parser.add_argument("--show", action="store_true", help="print each chain of thought, or the tree for beam and mcts")
+    parser.add_argument("--per-bin", type=int, default=None, help="test problems per difficulty bin in the grid (default: by preset)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of every method but greedy (default: 1.0)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens only (default: all)")
+    parser.add_argument("--aggregate", default="min", choices=["min", "prod", "last"], help="best-of-N: a chain's PRM score from its steps' (default: min)")
+    parser.add_argument("--beam-width", type=int, default=None, help="beams kept per round (default: N/4, at least 1)")
+    parser.add_argument("--expand", type=int, default=4, help="MCTS: steps sampled per expansion, at most N (default: 4)")
+    parser.add_argument("--c-puct", type=float, default=1.0, help="MCTS: exploration constant of PUCT (default: 1.0)")
+    parser.add_argument("--rollout-steps", type=int, default=0, help="MCTS: value a leaf by a rollout of this many steps (default: 0, the PRM's score)")
     args = parse(parser, argv)
+    budgets = budget_list(args.budget)
+    if args.problems and args.method == "all":
+        raise UserError("--problems answers with one method: choose one with --method")
+    if args.problems and not os.path.exists(args.problems):
+        raise UserError(f"no file {args.problems}")
+    torch.manual_seed(args.seed)
     task, d = read_task(args.out), setup_device(args.device)
-    model = model_from_checkpoint(load_checkpoint(os.path.join(args.out, args.policy, "ckpt.pt")), args.attn)
-    model = model.to(d.device).eval()
-    if args.problems:
-        if not os.path.exists(args.problems):
-            sys.exit(f"error: no file {args.problems}")
-        with torch.no_grad(), autocast(d.device):
-            failed = answer_file(model, args.problems, task, args.show)
-        if failed:
-            sys.exit(1)
-        return
-    result = evaluate_policy(model, read_split(args.out, "test"), task, d.device, desc="greedy")
-    rows = [{"method": "greedy", "budget": 1, "difficulty": int(k), "accuracy": acc,
-             "generated_tokens": result["generated_tokens_by_difficulty"][k]} for k, acc in result["accuracy_by_difficulty"].items()]
-    write_json(os.path.join(args.out, "search", "scaling.json"), rows)
-    print(accuracy_table(result, task.max_train_d))
+    policy = model_from_checkpoint(load_checkpoint(os.path.join(args.out, args.policy, "ckpt.pt")), args.attn).to(d.device).eval()
+
+    methods = list(METHODS) if args.method == "all" else [args.method]
+    prm_path, orm_path = os.path.join(args.out, "prm", "ckpt.pt"), os.path.join(args.out, "prm", "orm.pt")
+    missing = [m for m in methods if (m in NEEDS_PRM and not os.path.exists(prm_path)) or (m == "bon-orm" and not os.path.exists(orm_path))]
+    if missing and args.method != "all":
+        raise UserError(f"--method {args.method} needs {orm_path if args.method == 'bon-orm' else prm_path}: run python train_prm.py --preset {args.preset} --out {args.out} first")
+    if missing:
+        files = [f for f, needed in ((prm_path, set(missing) & set(NEEDS_PRM)), (orm_path, "bon-orm" in missing)) if needed and not os.path.exists(f)]
+        print(f"skipping {', '.join(missing)}: no {' and no '.join(files)} (run train_prm.py first)")
+        methods = [m for m in methods if m not in missing]
+    prm = load_reward_model(prm_path, policy, args.attn, d.device) if set(methods) & set(NEEDS_PRM) else None
+    orm = load_reward_model(orm_path, policy, args.attn, d.device) if "bon-orm" in methods else None
+    setup = Setup(extend=partial(next_steps, policy, temperature=args.temperature, top_k=args.top_k),
+                  greedy=partial(next_steps, policy, temperature=0.0), score=partial(score_steps, prm) if prm is not None else None,
+                  orm=orm, p=task.p, args=args)
+
+    with torch.no_grad(), autocast(d.device):
+        if args.problems:
+            if answer_file(setup, args.method, args.problems, task, policy.cfg.block_size, max(budgets), args.show):
+                sys.exit(1)
+            return
+        start = time.time()
+        per_bin = args.per_bin or PER_BIN.get(args.preset, 100)
+        rows = run_grid(setup, methods, budgets, read_split(args.out, "test"), task, per_bin)
+    out_dir = os.path.join(args.out, "search")
+    write_json(os.path.join(out_dir, "scaling.json"), rows)
+    table = scaling_table(rows, task)
+    with open(os.path.join(out_dir, "scaling.md"), "w") as f:
+        f.write(f"# search: preset {args.preset}, policy {args.policy}, {per_bin} problems per bin\n\n{table}\n")
+    greedy = {str(r["difficulty"]): r["accuracy"] for r in rows if r["method"] == "greedy"}
+    write_json(os.path.join(out_dir, "metrics.json"), {
+        "stage": "search", "preset": args.preset, "device": str(d.device), "policy": args.policy, "methods": methods,
+        "budgets": budgets, "problems_per_bin": per_bin, "wall_time_s": time.time() - start, "accuracy_by_difficulty": greedy})
+    print(table)
+    if plot(rows, task, os.path.join(out_dir, "scaling.png")):
+        print(f"wrote {out_dir}/scaling.json, scaling.md, scaling.png ({time.time() - start:.0f} s)")
+    else:
+        print(f"wrote {out_dir}/scaling.json and scaling.md ({time.time() - start:.0f} s); no scaling.png: matplotlib is not installed")
 
 
 if __name__ == "__main__":
