@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job: the o1 pipeline as far as it is built (prepare the task, chain-of-thought SFT),
-# with the preset the hardware calls for: small on a GPU, tiny on a CPU. Ends with the per-bin
-# accuracy table. PRESET=... and OUT=... override the choice.
+# The main job: the whole o1 pipeline with the preset the hardware calls for (small on a GPU,
+# tiny on a CPU): prepare the task, chain-of-thought SFT, the PRM and ORM, PPO, and the search
+# grid for the SFT and the RL policy; then out/PRESET/report.md gathers every table.
+# A stage whose metrics.json is newer than its inputs is skipped; a stage that was killed after a
+# checkpoint resumes from it. PRESET=... and OUT=... override the choice.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash test.sh --install-only
@@ -9,5 +11,39 @@ PY=${PYTHON:-$(command -v python3 || command -v python)}
 PRESET=${PRESET:-$("$PY" -c 'import torch; print("small" if torch.cuda.is_available() else "tiny")')}
 OUT=${OUT:-out/$PRESET}
 echo "run.sh: preset $PRESET, outputs in $OUT"
-"$PY" data/prepare.py --preset "$PRESET" --out "$OUT"
-"$PY" train_sft.py --preset "$PRESET" --out "$OUT"
+
+current() {  # current FILE INPUT...: FILE exists and is newer than every INPUT
+  local file=$1; shift
+  [ -e "$file" ] || return 1
+  for input in "$@"; do [ "$file" -nt "$input" ] || return 1; done
+}
+
+stage() {  # stage NAME OUTPUT "INPUTS" COMMAND...: run COMMAND unless OUTPUT is current
+  local name=$1 output=$2 inputs=$3; shift 3
+  if current "$output" $inputs; then
+    echo "run.sh: $name is up to date ($output)"
+    return
+  fi
+  local t0=$SECONDS
+  "$@"
+  echo "run.sh: $name done in $((SECONDS - t0))s"
+}
+
+resume_flag() {  # --resume when a killed run left a checkpoint behind
+  [ -e "$1" ] && echo "--resume" || true
+}
+
+common=(--preset "$PRESET" --out "$OUT")
+stage prepare "$OUT/data/meta.json" "data/task.py data/tokenizer.py" \
+  "$PY" data/prepare.py "${common[@]}"
+stage sft "$OUT/sft/metrics.json" "$OUT/data/meta.json" \
+  "$PY" train_sft.py "${common[@]}" $(resume_flag "$OUT/sft/ckpt.pt")
+stage prm "$OUT/prm/metrics.json" "$OUT/sft/metrics.json" \
+  "$PY" train_prm.py "${common[@]}"
+stage rl "$OUT/rl/metrics.json" "$OUT/prm/metrics.json" \
+  "$PY" train_rl.py "${common[@]}" $(resume_flag "$OUT/rl/ckpt.pt")
+stage "search (sft policy)" "$OUT/search/scaling.json" "$OUT/prm/metrics.json" \
+  "$PY" search.py "${common[@]}" --method all --budget 1,4,16 --policy sft
+stage "search (rl policy)" "$OUT/search_rl/scaling.json" "$OUT/rl/metrics.json" \
+  "$PY" search.py "${common[@]}" --method all --budget 1,4,16 --policy rl
+"$PY" report.py --out "$OUT"

@@ -28,9 +28,10 @@ compared at matched generated tokens; the tables print what each really spent.
 The grid answers the first --per-bin test problems of every difficulty bin (in range and beyond
 training) with every method at every budget, and writes DIR/search/scaling.json (rows: method,
 budget, difficulty, accuracy, generated_tokens and scored_tokens per problem), scaling.md, and
-scaling.png if matplotlib is installed. pass@N (any of the N samples right, by the verifier) is
-listed as the ceiling a best-of-N selector can reach. PRM methods need DIR/prm/ckpt.pt, bon-orm
-DIR/prm/orm.pt (python train_prm.py); --method all skips what is missing.
+scaling.png if matplotlib is installed; with --policy rl, into DIR/search_rl/ instead. pass@N
+(any of the N samples right, by the verifier) is listed as the ceiling a best-of-N selector can
+reach. PRM methods need DIR/prm/ckpt.pt, bon-orm DIR/prm/orm.pt (python train_prm.py);
+--method all skips what is missing.
 
 --problems FILE: one problem per line in the plain-text form (README), `#` starts a comment.
 Prints one answer per line with the number of tokens it thought for; --show prints the chain of
@@ -615,7 +616,7 @@ def main(argv=None):
         start = time.time()
         per_bin = args.per_bin or PER_BIN.get(args.preset, 100)
         rows = run_grid(setup, methods, budgets, read_split(args.out, "test"), task, per_bin)
-    out_dir = os.path.join(args.out, "search")
+    out_dir = os.path.join(args.out, "search" if args.policy == "sft" else f"search_{args.policy}")  # both grids are kept
     write_json(os.path.join(out_dir, "scaling.json"), rows)
     table = scaling_table(rows, task)
     with open(os.path.join(out_dir, "scaling.md"), "w") as f:

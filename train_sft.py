@@ -146,6 +146,7 @@ def main(argv=None, stop_after=None):
             "steps": steps, "batch_size": batch_size, "params": sum(p.numel() for p in model.parameters()),
             "final_loss": history[-1] if history else None, "loss_history": history,
             "train_tokens_per_second": tokens_seen * d.world / train_time if train_time else None,
+            "train_tokens": sum(len(train[i][0]) for s in range(steps) for i in batch_indices(args.seed, s, len(train), batch_size)),
             "wall_time_s": time.time() - t0,
             "test_accuracy": sum(result["accuracy_by_difficulty"][k] for k in in_range) / len(in_range),
             **result,
