@@ -1,0 +1,484 @@
+"""Stage 3 of the o1 recipe: reinforcement learning on the chain of thought.
+
+"Through reinforcement learning, o1 learns to hone its chain of thought" (OpenAI, 2024). Here the
+SFT policy writes solutions to training problems, the exact verifier (and, if asked, the process
+reward model) scores them, and PPO (Schulman et al. 2017) moves the policy towards what was
+rewarded, while a per-token KL penalty to the frozen SFT policy keeps it close to text it knows.
+
+What this really is: a bandit problem dressed as a sequence. The outcome reward is one number on
+the last token of a solution (1 right, 0 wrong, minus a penalty when the policy never writes
+end-of-text); the critic (a second GPT with a scalar head) and GAE spread it back over the
+tokens. --reward process replaces it by the PRM's judgement at each step end (its probability
+that the chain is right so far, minus 1/2), so a wrong step is punished where it is written
+(Lightman et al. 2023; Wang et al. 2023, Math-Shepherd); --reward both adds the two. --algo grpo drops the critic: G
+samples per problem, each one's advantage is its reward standardised within its group, and the KL
+term moves from the reward into the loss (Shao et al. 2024, DeepSeekMath, eq. 3-4). The details
+(whitened advantages, clipped value loss, Adam eps, KL in the reward) follow Huang et al., "The N
+implementation details of RLHF with PPO". No trick here is new; each is in one function below.
+
+    python train_rl.py --preset tiny --out out/tiny                 # after train_sft.py (and train_prm.py)
+    python train_rl.py --preset tiny --out out/tiny --reward both   # verifier outcome + PRM step rewards
+    python train_rl.py --preset tiny --out out/tiny --algo grpo     # the critic-free variant
+    python train_rl.py --preset tiny --out out/tiny --resume        # after a kill
+
+Reads DIR/data, DIR/sft/ckpt.pt and, when there, DIR/prm/ckpt.pt (the value model starts from
+it; --reward process|both need it). Writes DIR/rl/ckpt.pt: the policy with the best validation
+accuracy so far (what search.py --policy rl reads), and everything --resume needs; and
+DIR/rl/metrics.json: greedy accuracy per test difficulty bin before (SFT) and after (RL), and
+the training log. The test bins are only reported; the validation split picks the checkpoint.
+"""
+import copy
+import os
+import time
+
+import torch
+from tqdm import tqdm
+
+from common import (PRESETS, UserError, autocast, evaluate_policy, parse, read_split, read_task, run_cli,
+                    setup_device, stage_parser, step_ends, step_scores, write_json)
+from data.task import EOT, PAD, parse_problem, prompt_text
+from data.tokenizer import decode, encode, special_id
+from data.verify import verify
+from model import generate, load_checkpoint, model_from_checkpoint, save_checkpoint
+
+MIX_RANGE = (0.0, 0.95)  # train on difficulties whose SFT greedy accuracy is above the first, below the second
+
+
+# ----------------------------------------------------------------------------- the math
+# Each function here has a test in tests/test_rl.py against values computed by hand.
+# Per-token tensors are (B, T) in the layout of next-token targets: position t holds the token the
+# policy chose after reading tokens 0..t; mask is 1 on response tokens, 0 on prompt and padding.
+
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(x, mask, eps=1e-8):
+    """(x - mean) / std over the masked entries; zero elsewhere."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def kl_k1(logprobs, ref_logprobs):
+    """KL(pi || ref) estimated from tokens sampled from pi: log pi - log ref (Schulman 2020, "k1").
+    Unbiased, can be negative per token; it is the penalty that goes into the reward."""
+    return logprobs - ref_logprobs
+
+
+def kl_k3(logprobs, ref_logprobs):
+    """The same KL, lower variance and never negative (Schulman 2020, "k3"):
+    r - 1 - log r with r = ref / pi. GRPO's KL term (DeepSeekMath eq. 4); with pi the old policy
+    and ref the new one it is PPO's "approximate KL" between consecutive policies."""
+    log_ratio = ref_logprobs - logprobs
+    return log_ratio.exp() - 1 - log_ratio
+
+
+def gae(rewards, values, mask, lam, gamma=1.0):
+    """Generalised advantage estimation (Schulman et al. 2016, eq. 16), right to left:
+        delta_t = r_t + gamma * V(s_t+1) - V(s_t),   A_t = delta_t + gamma * lam * A_t+1
+    The state after the last response token is terminal: its value is 0. Returns the advantages
+    and the returns A + V that the critic regresses on; both zero outside the mask."""
+    B, T = rewards.shape
+    advantages = torch.zeros_like(rewards)
+    next_value = rewards.new_zeros(B)
+    next_advantage = rewards.new_zeros(B)
+    for t in reversed(range(T)):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        advantage = (delta + gamma * lam * next_advantage) * mask[:, t]
+        advantages[:, t] = advantage
+        next_value, next_advantage = values[:, t] * mask[:, t], advantage
+    return advantages, (advantages + values) * mask
+
+
+def policy_loss(logprobs, old_logprobs, advantages, mask, clip):
+    """PPO's clipped surrogate objective (Schulman et al. 2017, eq. 7), negated to be a loss:
+        L = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A),   ratio = pi(a|s) / pi_old(a|s)
+    Returns the token mean and the fraction of tokens where the clip bites (no gradient there)."""
+    ratio = (logprobs - old_logprobs).exp()
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1 - clip, 1 + clip) * advantages
+    loss = masked_mean(-torch.min(unclipped, clipped), mask)
+    return loss, masked_mean((clipped < unclipped).float(), mask)
+
+
+def value_loss(values, old_values, returns, mask, clip):
+    """Clipped value loss (Huang et al., detail 9): the new value may not move more than clip
+    from the value at rollout time unless that makes the error larger.
+        L = 1/2 max((V - R)^2, (clip(V, V_old - eps, V_old + eps) - R)^2)"""
+    clipped = old_values + (values - old_values).clamp(-clip, clip)
+    return 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+def grpo_advantages(rewards, group_size, eps=1e-6):
+    """GRPO (DeepSeekMath, section 4.1.2): each sample's reward standardised within its group of
+    G samples of the same problem, (r - mean) / std. rewards: (N * G,), groups consecutive.
+    A group whose samples all scored the same teaches nothing: its advantages are 0."""
+    groups = rewards.view(-1, group_size)
+    mean, std = groups.mean(1, keepdim=True), groups.std(1, unbiased=False, keepdim=True)
+    return ((groups - mean) / (std + eps)).view(-1)
+
+
+def assemble_rewards(mask, scores, step_rewards, kl, kl_coef):
+    """Per-token rewards (B, T): -kl_coef * KL on every response token, the outcome score (B,) on
+    the last response token, plus step_rewards (B, T) (the PRM's, zero off the step ends, or
+    None); nothing on prompt or padding."""
+    mask = mask.float()
+    rewards = torch.where(mask.bool(), -kl_coef * kl, 0.0)
+    last = (mask.cumsum(1) == mask.sum(1, keepdim=True)) & mask.bool()  # the last response token
+    rewards = rewards + last * scores[:, None]
+    if step_rewards is not None:
+        rewards = rewards + torch.where(mask.bool(), step_rewards, 0.0)
+    return rewards
+
+
+# ----------------------------------------------------------------------------- rollouts and rewards
+
+def response_batch(prompts, responses, device):
+    """Prompt + response ids right-padded into tokens (B, T), and mask (B, T-1): 1 where the
+    next-token target is a response token, the tokens the policy chose."""
+    T = max(len(p) + len(r) for p, r in zip(prompts, responses))
+    tokens = torch.full((len(prompts), T), special_id(PAD), dtype=torch.long)
+    mask = torch.zeros(len(prompts), T - 1)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        tokens[i, :len(p) + len(r)] = torch.tensor(p + r)
+        mask[i, len(p) - 1:len(p) + len(r) - 1] = 1
+    return tokens.to(device), mask.to(device)
+
+
+def token_logprobs(model, tokens, temperature):
+    """log pi(target | prefix) under softmax(logits / temperature), the distribution the tokens
+    were sampled from, and its entropy: both (B, T-1)."""
+    with autocast(tokens.device):
+        logits = model(tokens[:, :-1])  # (B, T-1, vocab)
+    logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)
+    chosen = logprobs.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    entropy = -(logprobs.exp() * logprobs).sum(-1)
+    return chosen, entropy
+
+
+def prm_step_rewards(prm, prompts, responses, T):
+    """The process reward: at each step end of each solution (every end-of-step token, and the
+    end-of-text that closes the answer line) the PRM's probability that the chain is right so
+    far, minus 1/2; zero elsewhere. (B, T) in the targets' layout: a token at sequence position
+    i is the target at i - 1. Centred, so that a right step earns reward and a wrong one costs it."""
+    sequences = [p + r for p, r in zip(prompts, responses)]
+    probabilities = step_scores(prm, sequences, [len(p) for p in prompts])
+    rewards = torch.zeros(len(sequences), T)
+    for i, (s, p) in enumerate(zip(sequences, prompts)):
+        for position, probability in zip(step_ends(s, len(p)), probabilities[i]):
+            rewards[i, position - 1] = probability - 0.5
+    return rewards
+
+
+def verifier_scores(verdicts, reward, unfinished_penalty):
+    """The verifier's score per solution: 1 right, 0 wrong; -penalty without end-of-text.
+    With --reward process the answer is judged by the PRM instead, at the end-of-text (its last
+    step end); only the penalty stays."""
+    scores = []
+    for v in verdicts:
+        if not v.finished:
+            scores.append(-unfinished_penalty)
+        else:
+            scores.append(float(v.answer_correct) if reward != "process" else 0.0)
+    return torch.tensor(scores)
+
+
+@torch.no_grad()
+def rollout(policy, records, task, temperature, generator):
+    """Sample one solution per record through the KV cache; check each with the verifier."""
+    prompts = [encode(prompt_text(r["problem"])) for r in records]
+    with autocast(policy.wte.weight.device):
+        responses, _ = generate(policy, prompts, policy.cfg.block_size, special_id(PAD), stop_ids=(special_id(EOT),),
+                                temperature=temperature, generator=generator)
+    verdicts = [verify(parse_problem(r["problem"], task.p), decode(out), task.p) for r, out in zip(records, responses)]
+    return prompts, responses, verdicts
+
+
+@torch.no_grad()
+def build_batch(policy, reference, critic, prm, prompts, responses, scores, hp):
+    """Everything the update needs from one set of rollouts: the tokens, the log-probabilities
+    under the sampling policy and the reference, the rewards, the advantages (and for PPO the
+    values and returns). Returns the batch and the numbers to log."""
+    tokens, mask = response_batch(prompts, responses, policy.wte.weight.device)
+    old_logprobs, _ = token_logprobs(policy, tokens, hp.temperature)
+    ref_logprobs, _ = token_logprobs(reference, tokens, hp.temperature)
+    kl = kl_k1(old_logprobs, ref_logprobs)  # (B, T-1)
+    scores = scores.to(tokens.device)
+    step_rewards = prm_step_rewards(prm, prompts, responses, mask.size(1)).to(mask.device) if prm is not None else None
+    task_rewards = assemble_rewards(mask, scores, step_rewards, kl, kl_coef=0.0)
+    batch = dict(tokens=tokens, mask=mask, old_logprobs=old_logprobs, ref_logprobs=ref_logprobs)
+    if hp.algo == "ppo":
+        rewards = assemble_rewards(mask, scores, step_rewards, kl, hp.kl_coef)
+        with autocast(tokens.device):
+            values = critic(tokens[:, :-1], head="scalar").float() * mask  # V(s_t), (B, T-1)
+        advantages, returns = gae(rewards, values, mask, hp.lam)
+        batch.update(advantages=masked_whiten(advantages, mask), values=values, returns=returns)
+    else:  # GRPO: one advantage per sample, on each of its tokens; the KL goes into the loss
+        batch.update(advantages=grpo_advantages(task_rewards.sum(1), hp.group_size)[:, None] * mask)
+    log = {"reward": task_rewards.sum(1).mean().item(),
+           "kl": (kl * mask).sum(1).mean().item(),  # nats per solution, policy vs reference
+           "length": mask.sum(1).mean().item()}
+    return batch, log
+
+
+# ----------------------------------------------------------------------------- the update
+
+def ppo_update(policy, critic, policy_optimizer, critic_optimizer, batch, hp, generator, update_policy=True):
+    """hp.epochs passes over the rollouts in shuffled minibatches of hp.minibatch solutions: the
+    clipped policy loss (GRPO: plus kl_coef * KL to the reference), and for PPO the clipped value
+    loss on the critic. Raises FloatingPointError on a NaN or Inf loss or gradient, before it is
+    applied (the checkpoint on disk is older still)."""
+    logs = {k: [] for k in ("policy_loss", "clip_fraction", "approx_kl", "entropy", "value_loss")}
+    n = batch["tokens"].size(0)
+    for _ in range(hp.epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, hp.minibatch):
+            mb = {k: v[order[start:start + hp.minibatch].to(v.device)] for k, v in batch.items()}
+            mask = mb["mask"]
+            if update_policy:
+                logprobs, entropy = token_logprobs(policy, mb["tokens"], hp.temperature)
+                loss, clip_fraction = policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mask, hp.clip)
+                if hp.algo == "grpo":
+                    loss = loss + hp.kl_coef * masked_mean(kl_k3(logprobs, mb["ref_logprobs"]), mask)
+                check_finite("policy loss", loss)
+                loss.backward()
+                check_finite("policy gradient norm", torch.nn.utils.clip_grad_norm_(policy.parameters(), hp.max_grad_norm))
+                policy_optimizer.step()
+                policy_optimizer.zero_grad(set_to_none=True)
+                logs["policy_loss"].append(loss.item())
+                logs["clip_fraction"].append(clip_fraction.item())
+                logs["approx_kl"].append(masked_mean(kl_k3(mb["old_logprobs"], logprobs.detach()), mask).item())
+                logs["entropy"].append(masked_mean(entropy.detach(), mask).item())
+            if critic is not None:
+                with autocast(mask.device):
+                    values = critic(mb["tokens"][:, :-1], head="scalar").float()
+                loss = value_loss(values, mb["values"], mb["returns"], mask, hp.value_clip)
+                check_finite("value loss", loss)
+                loss.backward()
+                check_finite("value gradient norm", torch.nn.utils.clip_grad_norm_(critic.parameters(), hp.max_grad_norm))
+                critic_optimizer.step()
+                critic_optimizer.zero_grad(set_to_none=True)
+                logs["value_loss"].append(loss.item())
+    return {k: sum(v) / len(v) for k, v in logs.items() if v}
+
+
+def check_finite(name, value):
+    if not torch.isfinite(value).all():
+        raise FloatingPointError(f"{name} is {value.item()}")
+
+
+def make_optimizer(model, lr):
+    """Adam with eps 1e-5 (Huang et al., detail 2), constant learning rate, no weight decay."""
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, eps=1e-5)
+
+
+# ----------------------------------------------------------------------------- problems
+
+def training_mix(policy, train, task, device, n_per_difficulty):
+    """The training difficulties where the SFT policy is neither perfect nor hopeless: greedy
+    accuracy on n_per_difficulty training problems of each strictly inside MIX_RANGE. Where every
+    sample gets the same reward there is nothing to learn. Falls back to all difficulties."""
+    by_difficulty = {}
+    for r in train:
+        by_difficulty.setdefault(r["difficulty"], []).append(r)
+    sample = [r for d in sorted(by_difficulty) for r in by_difficulty[d][:n_per_difficulty]]
+    accuracy = evaluate_policy(policy, sample, task, device, desc="training mix")["accuracy_by_difficulty"]
+    chosen = [int(d) for d, a in accuracy.items() if MIX_RANGE[0] < a < MIX_RANGE[1]]
+    return chosen or sorted(by_difficulty), accuracy
+
+
+def pick_problems(train, difficulties, n, generator):
+    """n training problems, difficulty uniform over the chosen ones."""
+    pools = [[r for r in train if r["difficulty"] == d] for d in difficulties]
+    out = []
+    for _ in range(n):
+        pool = pools[torch.randint(len(pools), (1,), generator=generator).item()]
+        out.append(pool[torch.randint(len(pool), (1,), generator=generator).item()])
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+
+def parse_args(argv=None):
+    parser = stage_parser(__doc__)
+    parser.add_argument("--algo", default="ppo", choices=("ppo", "grpo"), help="PPO with a critic, or GRPO (default: ppo)")
+    parser.add_argument("--reward", default="outcome", choices=("outcome", "process", "both"),
+                        help="verifier outcome, PRM step scores, or both (default: outcome)")
+    parser.add_argument("--iterations", type=int, help="policy updates, each on fresh rollouts (default: the preset's)")
+    parser.add_argument("--rollouts", type=int, help="solutions sampled per iteration (default: the preset's)")
+    parser.add_argument("--minibatch", type=int, help="solutions per gradient step (default: the preset's)")
+    parser.add_argument("--lr", type=float, help="policy learning rate (default: the preset's)")
+    parser.add_argument("--critic-lr", type=float, help="value model learning rate (default: 10x the policy's)")
+    parser.add_argument("--epochs", type=int, default=2, help="passes over each iteration's rollouts (default: 2)")
+    parser.add_argument("--group-size", type=int, default=8, help="GRPO: samples per problem (default: 8)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
+    parser.add_argument("--kl-coef", type=float, default=0.05, help="beta, weight of the KL to the SFT policy (default: 0.05)")
+    parser.add_argument("--lam", type=float, default=0.95, help="GAE lambda; gamma is 1 (default: 0.95)")
+    parser.add_argument("--clip", type=float, default=0.2, help="PPO clip epsilon (default: 0.2)")
+    parser.add_argument("--value-clip", type=float, default=0.2, help="value loss clip (default: 0.2)")
+    parser.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping (default: 1.0)")
+    parser.add_argument("--critic-warmup", type=int, default=2, help="PPO: critic-only iterations first (default: 2)")
+    parser.add_argument("--unfinished-penalty", type=float, default=1.0,
+                        help="subtracted from a solution with no end-of-text (default: 1.0)")
+    parser.add_argument("--eval-every", type=int, help="iterations between validations and checkpoints (default: the preset's)")
+    parser.add_argument("--resume", action="store_true", help="continue from DIR/rl/ckpt.pt")
+    args = parse(parser, argv)
+    preset = PRESETS[args.preset]
+    args.iterations = args.iterations or preset.rl_iterations
+    args.rollouts = args.rollouts or preset.rl_rollouts
+    args.minibatch = args.minibatch or preset.rl_minibatch
+    args.lr = args.lr or preset.rl_lr
+    args.critic_lr = args.critic_lr or 10 * args.lr
+    args.eval_every = args.eval_every or preset.rl_eval_every
+    if args.algo == "grpo" and args.rollouts % args.group_size:
+        parser.error(f"--rollouts {args.rollouts} must be a multiple of --group-size {args.group_size}")
+    return args
+
+
+def load_models(args, device):
+    """The policy and the frozen reference (both the SFT policy), the frozen PRM (process
+    rewards only) and the value model (PPO only): from the PRM when there is one, else from the
+    SFT trunk with its zero-initialised scalar head."""
+    sft = load_checkpoint(os.path.join(args.out, "sft", "ckpt.pt"), expect_config=PRESETS[args.preset].model_config())
+    policy = model_from_checkpoint(sft, attn=args.attn).to(device)
+    reference = model_from_checkpoint(sft, attn=args.attn).to(device).requires_grad_(False)
+    prm_path = os.path.join(args.out, "prm", "ckpt.pt")
+    if args.reward != "outcome" and not os.path.exists(prm_path):
+        raise UserError(f"--reward {args.reward} needs the process reward model at {prm_path}: run train_prm.py first")
+    prm_ckpt = load_checkpoint(prm_path) if os.path.exists(prm_path) else None
+    prm = model_from_checkpoint(prm_ckpt, attn=args.attn).to(device).requires_grad_(False) if args.reward != "outcome" else None
+    critic, critic_init = None, None
+    if args.algo == "ppo":
+        critic_init = "prm" if prm_ckpt is not None else "sft"
+        critic = model_from_checkpoint(prm_ckpt or sft, attn=args.attn).to(device)
+        if prm_ckpt is None:
+            torch.nn.init.zeros_(critic.scalar_head.weight)
+            torch.nn.init.zeros_(critic.scalar_head.bias)
+    return policy, reference, prm, critic, critic_init
+
+
+def main(argv=None, stop_after=None):
+    """stop_after: end the run after that many iterations, as a kill would (tests)."""
+    args = parse_args(argv)
+    t0, preset = time.time(), PRESETS[args.preset]
+    task = read_task(args.out)
+    if task != preset.task:
+        raise UserError(f"{args.out}/data was prepared for another preset: run data/prepare.py --preset {args.preset} --out {args.out}")
+    d = setup_device(args.device)
+    if d.world > 1:
+        raise UserError("train_rl.py runs in one process: start it with python, not torchrun")
+    train, val, test = read_split(args.out, "train"), read_split(args.out, "val")[:preset.eval_problems], read_split(args.out, "test")
+    torch.manual_seed(args.seed)
+    policy, reference, prm, critic, critic_init = load_models(args, d.device)
+    policy_optimizer = make_optimizer(policy, args.lr)
+    critic_optimizer = make_optimizer(critic, args.critic_lr) if critic is not None else None
+    best = copy.deepcopy(policy).requires_grad_(False)  # the policy with the best validation accuracy
+    warmup = args.critic_warmup if args.algo == "ppo" else 0
+    total = warmup + args.iterations
+    ckpt_path = os.path.join(args.out, "rl", "ckpt.pt")
+
+    if args.resume:
+        ckpt = load_checkpoint(ckpt_path, expect_config=policy.cfg)
+        if (ckpt["algo"], ckpt["reward"]) != (args.algo, args.reward):
+            raise UserError(f"{ckpt_path} is a --algo {ckpt['algo']} --reward {ckpt['reward']} run: resume it with those flags")
+        best.load_state_dict(ckpt["model"])
+        policy.load_state_dict(ckpt["policy"])
+        policy_optimizer.load_state_dict(ckpt["policy_optimizer"])
+        if critic is not None:
+            critic.load_state_dict(ckpt["critic"])
+            critic_optimizer.load_state_dict(ckpt["critic_optimizer"])
+        start, history, val_log = ckpt["step"], ckpt["history"], ckpt["val_log"]
+        difficulties, mix_accuracy = ckpt["difficulties"], ckpt["mix_accuracy"]
+        print(f"rl: resuming from iteration {start} of {total}")
+    else:
+        start, history = 0, []
+        difficulties, mix_accuracy = training_mix(reference, train, task, d.device, max(1, preset.eval_problems // 2))
+        val_log = [{"iteration": 0, "accuracy": evaluate_policy(reference, val, task, d.device)["accuracy"]}]  # the SFT policy
+    print(f"rl: {args.algo}, reward {args.reward}, value model from {critic_init or 'none'}; training difficulties "
+          f"{difficulties} (SFT greedy accuracy {', '.join(f'{k}: {v:.2f}' for k, v in mix_accuracy.items())})")
+
+    def checkpoint(iteration):
+        save_checkpoint(ckpt_path, best, step=iteration, policy=policy.state_dict(), policy_optimizer=policy_optimizer.state_dict(),
+                        critic=critic.state_dict() if critic is not None else None,
+                        critic_optimizer=critic_optimizer.state_dict() if critic is not None else None,
+                        history=history, val_log=val_log, difficulties=difficulties, mix_accuracy=mix_accuracy,
+                        algo=args.algo, reward=args.reward, preset=args.preset)
+
+    # ---- train: rollouts, rewards, advantages, update; validate and checkpoint every eval_every iterations
+    n_problems = args.rollouts // args.group_size if args.algo == "grpo" else args.rollouts
+    bar = tqdm(range(start, total), initial=start, total=total, desc=f"rl {args.algo}")
+    for it in bar:
+        # everything random in an iteration is a function of (seed, iteration): a resumed run is the same run
+        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + it)
+        sampler = torch.Generator(d.device).manual_seed(args.seed * 1_000_003 + it)
+        records = pick_problems(train, difficulties, n_problems, generator)
+        if args.algo == "grpo":
+            records = [r for r in records for _ in range(args.group_size)]  # each group consecutive
+        prompts, responses, verdicts = rollout(policy, records, task, args.temperature, sampler)
+        scores = verifier_scores(verdicts, args.reward, args.unfinished_penalty)
+        batch, log = build_batch(policy, reference, critic, prm, prompts, responses, scores, args)
+        warming = it < warmup
+        try:
+            stats = ppo_update(policy, critic, policy_optimizer, critic_optimizer, batch, args, generator, update_policy=not warming)
+        except FloatingPointError as e:
+            kept = f"{ckpt_path} (iteration {torch.load(ckpt_path, weights_only=True)['step']})" if os.path.exists(ckpt_path) else "no checkpoint yet"
+            raise UserError(f"stopped at iteration {it + 1}: {e}; kept the last good checkpoint, {kept}; try a lower --lr")
+        history.append({"iteration": it + 1, "phase": "critic warm-up" if warming else "policy",
+                        "accuracy": sum(v.answer_correct for v in verdicts) / len(verdicts),
+                        "finished": sum(v.finished for v in verdicts) / len(verdicts), **log, **stats})
+        h = history[-1]
+        bar.set_postfix_str(f"reward {h['reward']:.2f} acc {h['accuracy']:.2f} kl {h['kl']:.3f} "
+                            + (f"clip {h['clip_fraction']:.2f} akl {h['approx_kl']:.4f} ent {h['entropy']:.2f} " if not warming else "")
+                            + (f"vloss {h['value_loss']:.3f} " if "value_loss" in h else "") + f"len {h['length']:.0f}")
+        done = it + 1 - warmup
+        if not warming and (done % args.eval_every == 0 or it + 1 == total):
+            accuracy = evaluate_policy(policy, val, task, d.device)["accuracy"]
+            best_so_far = max(val_log, key=lambda v: v["accuracy"])
+            val_log.append({"iteration": done, "accuracy": accuracy})
+            if accuracy > best_so_far["accuracy"]:
+                best.load_state_dict(policy.state_dict())
+                best_so_far = val_log[-1]
+            bar.write(f"rl iteration {done}: val greedy accuracy {accuracy:.3f} (best {best_so_far['accuracy']:.3f} at iteration {best_so_far['iteration']})")
+            checkpoint(it + 1)
+        if stop_after is not None and it + 1 == stop_after:
+            return None
+
+    # ---- evaluate the SFT policy and the chosen RL policy on every test bin, write the metrics
+    chosen = max(val_log, key=lambda v: v["accuracy"])  # the first of equals: SFT unless RL did better
+    before = evaluate_policy(reference, test, task, d.device, desc="sft eval")
+    after = evaluate_policy(best, test, task, d.device, desc="rl eval")
+    in_range = [k for k in after["accuracy_by_difficulty"] if int(k) <= task.max_train_d]
+    metrics = {
+        "stage": "rl", "preset": args.preset, "device": str(d.device), "algo": args.algo, "reward": args.reward,
+        "iterations": args.iterations, "critic_warmup": warmup, "rollouts_per_iteration": args.rollouts,
+        "hyperparameters": {k: getattr(args, k) for k in ("lr", "critic_lr", "epochs", "minibatch", "group_size", "temperature",
+                                                          "kl_coef", "lam", "clip", "value_clip", "unfinished_penalty")},
+        "value_model_init": critic_init, "training_difficulties": difficulties, "training_mix_sft_accuracy": mix_accuracy,
+        "best_iteration": chosen["iteration"], "val_log": val_log,
+        "wall_time_s": time.time() - t0,
+        "test_accuracy": sum(after["accuracy_by_difficulty"][k] for k in in_range) / len(in_range),
+        "sft_test_accuracy": sum(before["accuracy_by_difficulty"][k] for k in in_range) / len(in_range),
+        **after,
+        "before": before,  # the SFT policy on the same test bins
+        "training_log": history,
+    }
+    write_json(os.path.join(args.out, "rl", "metrics.json"), metrics)
+    print(comparison_table(before, after, task.max_train_d))
+    print(f"rl: {total} iterations in {metrics['wall_time_s']:.0f}s, validation chose iteration {chosen['iteration']}; "
+          f"in-range test accuracy {metrics['sft_test_accuracy']:.3f} (SFT) -> {metrics['test_accuracy']:.3f} (RL), "
+          f"metrics in {args.out}/rl/metrics.json")
+    return metrics
+
+
+def comparison_table(before, after, train_max_d):
+    lines = ["| difficulty | SFT accuracy | RL accuracy | change |", "|---:|---:|---:|---:|"]
+    for k, a in after["accuracy_by_difficulty"].items():
+        b = before["accuracy_by_difficulty"][k]
+        ood = " (beyond training)" if int(k) > train_max_d else ""
+        lines.append(f"| {k}{ood} | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    run_cli(main)
