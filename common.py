@@ -68,7 +68,9 @@ PRESETS = {
     # seconds on a laptop CPU: the test suite's size
     "test": Preset(TaskConfig(n_assign=6, max_train_d=2, max_eval_d=4), n_train=400, n_val=32, n_test_per_bin=8,
                    n_layer=2, n_head=2, n_embd=32, block_size=128,
-                   sft_steps=6, batch_size=8, micro_batch=4, lr=3e-3, warmup=2, eval_every=3, eval_problems=8),
+                   sft_steps=6, batch_size=8, micro_batch=4, lr=3e-3, warmup=2, eval_every=3, eval_problems=8,
+                   prm_problems=8, prm_samples=2, prm_agreement_samples=4, prm_steps=4, prm_batch_size=8,
+                   prm_eval_problems=2, prm_best_of=4, rl_iterations=2, rl_rollouts=8, rl_minibatch=4, rl_eval_every=1),
     # minutes on a 2-core CPU
     "tiny": Preset(TaskConfig(n_assign=6, max_train_d=2, max_eval_d=4), n_train=40000, n_val=256, n_test_per_bin=200,
                    n_layer=2, n_head=4, n_embd=96, block_size=128,
@@ -76,7 +78,11 @@ PRESETS = {
     # minutes on one GPU: the size the later stages use
     "small": Preset(TaskConfig(n_assign=16, max_train_d=6, max_eval_d=12), n_train=200000, n_val=512, n_test_per_bin=200,
                     n_layer=6, n_head=6, n_embd=384, block_size=448,
-                    sft_steps=3000, batch_size=128, micro_batch=64, lr=1e-3, warmup=200, eval_every=500),
+                    sft_steps=3000, batch_size=128, micro_batch=64, lr=1e-3, warmup=200, eval_every=500,
+                    # the PRM and RL sizes below have not been run yet (no GPU so far): first guesses
+                    prm_problems=2048, prm_agreement_samples=256, prm_steps=1500, prm_batch_size=128, prm_lr=1e-4,
+                    prm_eval_problems=100, rl_iterations=200, rl_rollouts=256, rl_minibatch=64, rl_lr=3e-5,
+                    rl_eval_every=20),
 }
 
 

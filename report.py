@@ -31,14 +31,13 @@ def table(header, rows):
 
 
 def pct(x):
-    return "-" if x is None else f"{x:.3f}"
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def accuracy_section(metrics):
     """Greedy accuracy per bin of every policy that was evaluated."""
     policies = [(name, m["accuracy_by_difficulty"]) for name, m in
-                (("SFT", metrics["sft"]), ("RL (before: SFT)", (metrics["rl"] or {}).get("before")),
-                 ("RL", metrics["rl"])) if m and "accuracy_by_difficulty" in m]
+                (("SFT", metrics["sft"]), ("RL", metrics["rl"])) if m and "accuracy_by_difficulty" in m]
     if not policies:
         return "No stage has been evaluated yet."
     bins = sorted({int(b) for _, acc in policies for b in acc})
@@ -49,10 +48,10 @@ def accuracy_section(metrics):
 def prm_section(prm):
     if not prm:
         return "No PRM yet (python train_prm.py)."
-    lines = [f"Step AUROC against the oracle labels: {prm['step_auroc']:.3f} on the training difficulties; by bin: "
-             + ", ".join(f"d={b} {v:.3f}" for b, v in prm["step_auroc_by_difficulty"].items()) + ".",
-             f"The first wrong step is the lowest-scored one in {prm['first_error_lowest_rate']:.3f} of the solutions "
-             f"(chance {prm['first_error_lowest_chance']:.3f}).", ""]
+    lines = [f"Step AUROC against the oracle labels: {pct(prm['step_auroc'])} on the training difficulties; by bin: "
+             + ", ".join(f"d={b} {pct(v)}" for b, v in prm["step_auroc_by_difficulty"].items()) + ".",
+             f"The first wrong step is the lowest-scored one in {pct(prm['first_error_lowest_rate'])} of the solutions "
+             f"(chance {pct(prm['first_error_lowest_chance'])}).", ""]
     rows = prm["best_of_n"]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     cells = {(r["difficulty"], r["budget"], r["method"]): r["accuracy"] for r in rows}
@@ -85,11 +84,13 @@ def compute_section(metrics):
         lines += ["Training (6 x parameters x tokens trained on):", "", table(["stage", "FLOPs"], train_rows), ""]
     for stage in ("search", "search_rl"):
         rows = load_rows(metrics, stage)
-        if rows:
-            lines += [f"Inference per problem, {stage} (2 x parameters x (generated + PRM-read tokens)):", "",
-                      table(["method", "budget", "d", "FLOPs per problem"],
-                            [[r["method"], r["budget"], r["difficulty"],
-                              f"{2 * params * (r['generated_tokens'] + r.get('scored_tokens', 0)):.2e}"] for r in rows]), ""]
+        cost = {}  # (method, budget) -> tokens per problem in each bin
+        for r in rows:
+            cost.setdefault((r["method"], r["budget"]), []).append(r["generated_tokens"] + r.get("scored_tokens", 0))
+        if cost:
+            lines += [f"Inference per problem, {stage} (2 x parameters x (generated + PRM-read tokens), mean over bins):",
+                      "", table(["method", "budget", "FLOPs per problem"],
+                                [[m, n, f"{2 * params * sum(t) / len(t):.2e}"] for (m, n), t in cost.items()]), ""]
     return "\n".join(lines) if lines else "No token counts recorded yet."
 
 

@@ -21,6 +21,6 @@ def test_report_tables_come_from_the_metrics(tmp_path):
     text = open(f"{out}/report.md").read()
     assert "| SFT | 0.500 | 0.250 |" in text
     assert "| sft | 3.00e+06 |" in text  # 6 x 1000 parameters x 500 tokens
-    assert "| greedy | 1 | 1 | 5.00e+04 |" in text  # 2 x 1000 x (20 + 5) tokens
+    assert "| greedy | 1 | 5.00e+04 |" in text  # 2 x 1000 x (20 + 5) tokens
     assert "| sft | 12 |" in text
     assert "No PRM yet" in text
