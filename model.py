@@ -1,7 +1,7 @@
 """A small GPT: the policy, the reward models and the value model are all this one network.
 
 Decoder-only transformer in the modern small-model style (nanoGPT, with rotary positions and
-RMSNorm): token embedding -> n_layer x [RMSNorm -> causal self-attention -> RMSNorm -> MLP]
+RMSNorm): token embedding (plus the previous token's) -> n_layer x [RMSNorm -> causal self-attention -> RMSNorm -> MLP]
 -> RMSNorm -> two heads. The language-model head is tied to the token embedding; the scalar
 head (one linear layer) serves the process and outcome reward models and the PPO critic.
 
@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data.tokenizer import fingerprint, get_tokenizer
+from data.task import PAD
+from data.tokenizer import fingerprint, get_tokenizer, special_id
 
 
 @dataclass
@@ -263,6 +264,7 @@ class KVCache:
     def __init__(self, n_layer, max_len):
         self.k, self.v = [None] * n_layer, [None] * n_layer
         self.max_len, self.length = max_len, 0
+        self.last = None  # (B, 1): the last token seen, the previous token of the next one
 
     def append(self, layer, k, v):
         """Store k, v (B, H, T, D) after the cached positions; return all keys and values so far."""
@@ -313,6 +315,11 @@ class GPT(nn.Module):
             raise ValueError("n_embd must split into n_head heads of even size")
         self.cfg, self.attn = cfg, resolve_attention(attn)
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        # the previous token's embedding, added to each position's input: layer 1 sees every
+        # bigram without spending an attention head on it, so a 2-layer model can look a
+        # variable up (an induction head) in one layer. Padding (no previous token) adds zero.
+        self.pad_id = special_id(PAD)
+        self.prev_wte = nn.Embedding(cfg.vocab_size, cfg.n_embd, padding_idx=self.pad_id)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = nn.RMSNorm(cfg.n_embd)
         self.scalar_head = nn.Linear(cfg.n_embd, 1)  # reward models and the critic read this
@@ -325,6 +332,8 @@ class GPT(nn.Module):
             nn.init.normal_(block.mlp[2].weight, std=0.02 / math.sqrt(2 * cfg.n_layer))
         nn.init.zeros_(self.scalar_head.weight)
         nn.init.zeros_(self.scalar_head.bias)
+        with torch.no_grad():
+            self.prev_wte.weight[self.pad_id].zero_()
 
     @staticmethod
     def _init(module):
@@ -340,11 +349,15 @@ class GPT(nn.Module):
                 raise ValueError(f"a sequence of {T} tokens is longer than the model's block_size {self.cfg.block_size}")
             positions = torch.arange(T, device=idx.device).expand(B, T)
         cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)  # (B, 1, T, D/2)
-        x = self.wte(idx)  # (B, T, C)
+        first = torch.full_like(idx[:, :1], self.pad_id)  # the token before idx[:, 0]: none, or the cache's last
+        if kv_cache is not None and kv_cache.last is not None:
+            first = kv_cache.last
+        x = self.wte(idx) + self.prev_wte(torch.cat([first, idx[:, :-1]], 1))  # (B, T, C)
         for layer, block in enumerate(self.blocks):
             x = block(x, cos, sin, self.attn, mask, kv_cache, layer)
         if kv_cache is not None:
             kv_cache.length += T
+            kv_cache.last = idx[:, -1:]
         x = self.norm(x)
         if head == "scalar":
             return self.scalar_head(x).squeeze(-1)

@@ -9,6 +9,7 @@ in FLOPs (6 x parameters per trained token, 2 x parameters per generated or scor
 usual estimate of Kaplan et al. 2020); wall time per stage.
 """
 import json
+import math
 import os
 import time
 
@@ -78,10 +79,10 @@ def compute_section(metrics):
         return "No SFT run yet."
     params = sft["params"]
     lines = []
-    train_rows = [[stage, f"{6 * params * m['train_tokens']:.2e}"] for stage, m in metrics.items()
-                  if isinstance(m, dict) and m.get("train_tokens")]
+    train_rows = [[stage, f"{train_flops(m):.2e}"] for stage, m in metrics.items() if isinstance(m, dict) and train_flops(m)]
     if train_rows:
-        lines += ["Training (6 x parameters x tokens trained on):", "", table(["stage", "FLOPs"], train_rows), ""]
+        lines += ["Training (6 x parameters per trained token, 2 x parameters per sampled or scored token):", "",
+                  table(["stage", "FLOPs"], train_rows), ""]
     for stage in ("search", "search_rl"):
         rows = load_rows(metrics, stage)
         cost = {}  # (method, budget) -> tokens per problem in each bin
@@ -92,6 +93,141 @@ def compute_section(metrics):
                       "", table(["method", "budget", "FLOPs per problem"],
                                 [[m, n, f"{2 * params * sum(t) / len(t):.2e}"] for (m, n), t in cost.items()]), ""]
     return "\n".join(lines) if lines else "No token counts recorded yet."
+
+
+def train_flops(m):
+    """A stage's training compute as it recorded it (SFT before it did: 6 x params x tokens)."""
+    if "train_flops" in m:
+        return m["train_flops"]
+    return 6 * m["params"] * m["train_tokens"] if "train_tokens" in m and "params" in m else None
+
+
+# ----------------------------------------------------------------------------- train-time against test-time compute
+
+def sweep(out):
+    """The SFT policies of the size sweep (DIR/sft and DIR/sft_wWIDTH), smallest first."""
+    names = [n for n in sorted(os.listdir(out)) if n == "sft" or n.startswith("sft_w")]
+    found = [(n, load(out, n)) for n in names]
+    return sorted([(n, m) for n, m in found if m and "params" in m and train_flops(m)], key=lambda nm: nm[1]["params"])
+
+
+def power_fit(xs, ys):
+    """The exponent b of y = a x^b by least squares on the logs; None with fewer than 3 usable points."""
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys) if x > 0 and y > 0]
+    if len(pts) < 3 or len({x for x, _ in pts}) < 2:
+        return None
+    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+
+
+def sweep_section(sizes):
+    if len(sizes) < 2:
+        return "One SFT size so far (train_sft.py --width W adds others)."
+    bins = sorted({int(b) for _, m in sizes for b in m["accuracy_by_difficulty"]})
+    rows = [[m.get("width", "?"), f"{m['params']:,}", f"{train_flops(m):.2e}"]
+            + [pct(m["accuracy_by_difficulty"].get(str(b))) for b in bins] for _, m in sizes]
+    fits = []
+    for b in bins:
+        exponent = power_fit([train_flops(m) for _, m in sizes],
+                             [1 - m["accuracy_by_difficulty"].get(str(b), 0.0) for _, m in sizes])
+        fits.append(f"d={b} " + ("n/a" if exponent is None else f"{exponent:+.3f}"))
+    return "\n".join([table(["width", "parameters", "training FLOPs"] + [f"d={b}" for b in bins], rows), "",
+                      "Kaplan-style fit of the error rate, error = a x (training FLOPs)^b; b per bin (negative: "
+                      "more compute, fewer errors; n/a: fewer than 3 sizes with an error rate above 0): " + ", ".join(fits) + "."])
+
+
+def exchange_points(out, sizes, prm):
+    """Every grid point of every size with its total compute: training (the policy's, plus the
+    reward models' for a method that reads one) and inference over the whole test set
+    (2 x params per generated token, 2 x the reward model's params per token it reads)."""
+    meta = load(out, "data", "meta.json") or {}
+    n_test = meta.get("counts", {}).get("test", 0)
+    main = dict(sizes).get("sft")
+    reader_params = main["params"] if main else 0  # the PRM and the ORM are the SFT policy's size
+    points = []
+    for name, m in sizes:
+        for r in load(out, "search" if name == "sft" else f"search_{name}", "scaling.json") or []:
+            if r["method"] == "pass@n":  # the oracle ceiling, not a method
+                continue
+            scored = r.get("scored_tokens", 0)
+            train = train_flops(m) + (train_flops(prm) if scored and prm else 0)
+            inference = n_test * 2 * (m["params"] * r["generated_tokens"] + reader_params * scored)
+            points.append({**r, "size": name, "params": m["params"], "flops": train + inference})
+    return points
+
+
+def noise(p, n):
+    return math.sqrt(max(p * (1 - p), 1e-9) / max(n, 1))
+
+
+def exchange_section(points):
+    """Per bin: the largest policy's greedy decoding against the best smaller policy with search
+    that costs no more in total (training + inference on the test set)."""
+    if len({p["size"] for p in points}) < 2:
+        return "Needs search grids of two or more SFT sizes (search.py --policy sft_wW)."
+    largest = max(p["params"] for p in points)
+    rows = []
+    for d in sorted({p["difficulty"] for p in points}):
+        ref = next((p for p in points if p["params"] == largest and p["difficulty"] == d and p["method"] == "greedy"), None)
+        if ref is None:
+            continue
+        cands = [p for p in points if p["params"] < largest and p["difficulty"] == d and p["flops"] <= ref["flops"]]
+        if not cands:
+            rows.append([d, f"{pct(ref['accuracy'])} ({ref['flops']:.2e})", "none as cheap", "-"])
+            continue
+        best = max(cands, key=lambda p: (p["accuracy"], -p["flops"]))
+        margin = best["accuracy"] - ref["accuracy"]
+        sigma = math.hypot(noise(best["accuracy"], best.get("problems", 1)), noise(ref["accuracy"], ref.get("problems", 1)))
+        verdict = ("smaller + search" if margin > 0 else "larger greedy" if margin < 0 else "tie") + \
+                  ("" if abs(margin) > 2 * sigma else " (within noise)")
+        rows.append([d, f"{pct(ref['accuracy'])} ({ref['flops']:.2e})",
+                     f"{best['size']} {best['method']} N={best['budget']}: {pct(best['accuracy'])} ({best['flops']:.2e})", verdict])
+    return table(["d", "largest policy, greedy (total FLOPs)", "best smaller policy with search at no more FLOPs", "better"], rows)
+
+
+def plot_compute(sizes, points, path):
+    """Two panels: greedy accuracy per bin against training FLOPs (the sweep), and accuracy
+    against total FLOPs for every size, method and budget (the exchange rate). False without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    bins = sorted({int(b) for _, m in sizes for b in m["accuracy_by_difficulty"]})
+    for b in bins:
+        left.plot([train_flops(m) for _, m in sizes], [m["accuracy_by_difficulty"].get(str(b)) for _, m in sizes], marker="o", label=f"d={b}")
+    left.set(xscale="log", xlabel="SFT training FLOPs", ylabel="greedy accuracy", title="model size sweep")
+    left.legend(fontsize=8)
+    for size in dict.fromkeys(p["size"] for p in points):
+        mine = [p for p in points if p["size"] == size]
+        right.scatter([p["flops"] for p in mine], [p["accuracy"] for p in mine], s=12, label=size)
+    right.set(xscale="log", xlabel="total FLOPs (training + inference on the test set)", ylabel="accuracy",
+              title="every method, budget and bin")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def self_correction_section(out):
+    """SFT on the same task with and without self-correction traces (DIR/selfcorrect), same size."""
+    sc_dir = os.path.join(out, "selfcorrect")
+    names = [n for n in sorted(os.listdir(sc_dir)) if (n == "sft" or n.startswith("sft_w"))] if os.path.isdir(sc_dir) else []
+    pairs = [(n, load(out, n), load(sc_dir, n)) for n in names]
+    pairs = [(n, a, b) for n, a, b in pairs if a and b]
+    if not pairs:
+        return "No self-correction run yet (data/prepare.py --self-correct RATE, then train_sft.py, into DIR/selfcorrect)."
+    rate = (load(sc_dir, "data", "meta.json") or {}).get("self_correct", "?")
+    lines = [f"Training traces with a wrong step taken back at rate {rate} per step; greedy decoding on the same test bins.", ""]
+    for name, without, with_ in pairs:
+        backs = with_.get("back_rate_by_difficulty", {})
+        rows = [[d, pct(without["accuracy_by_difficulty"].get(d)), pct(a), pct(backs.get(d))]
+                for d, a in with_["accuracy_by_difficulty"].items()]
+        lines += [f"{name} (width {with_.get('width', '?')}):", "",
+                  table(["d", "without", "with self-correction", "solutions using <|back|>"], rows), ""]
+    return "\n".join(lines).strip()
 
 
 def load_rows(metrics, stage):
@@ -107,6 +243,9 @@ def main(argv=None):
     metrics = {stage: load(args.out, stage) for stage in STAGES}
     for stage in ("search", "search_rl"):
         metrics[f"{stage}_rows"] = load(args.out, stage, "scaling.json")
+    sizes = sweep(args.out)
+    points = exchange_points(args.out, sizes, metrics["prm"])
+    plotted = len(sizes) > 1 and plot_compute(sizes, points, os.path.join(args.out, "compute.png"))
     walls = [[stage, f"{m['wall_time_s']:.0f}"] for stage, m in metrics.items()
              if isinstance(m, dict) and "wall_time_s" in m]
     preset = next((m["preset"] for m in metrics.values() if isinstance(m, dict) and "preset" in m), "?")
@@ -118,6 +257,10 @@ def main(argv=None):
         "## Test-time compute, SFT policy", grid_section(args.out, "search"),
         "## Test-time compute, RL policy", grid_section(args.out, "search_rl"),
         "## Compute: train time against test time", compute_section(metrics),
+        "## Model size: greedy accuracy against training compute", sweep_section(sizes),
+        "## The exchange rate: a smaller model with search against a larger one with greedy decoding",
+        exchange_section(points) + (f"\n\n![compute](compute.png)" if plotted else ""),
+        "## Self-correction", self_correction_section(args.out),
         "## Wall time per stage (seconds)", table(["stage", "seconds"], walls) if walls else "-",
     ]) + "\n"
     path = os.path.join(args.out, "report.md")

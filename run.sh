@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: the whole o1 pipeline with the preset the hardware calls for (small on a GPU,
 # tiny on a CPU): prepare the task, chain-of-thought SFT, the PRM and ORM, PPO, and the search
-# grid for the SFT and the RL policy; then out/PRESET/report.md gathers every table.
+# grid for the SFT and the RL policy; SFT at smaller widths with their grids (train-time against
+# test-time compute) and on self-correction traces; then out/PRESET/report.md gathers every table.
 # A stage whose metrics.json is newer than its inputs is skipped; a stage that was killed after a
 # checkpoint resumes from it. PRESET=... and OUT=... override the choice.
 set -euo pipefail
@@ -46,4 +47,17 @@ stage "search (sft policy)" "$OUT/search/scaling.json" "$OUT/prm/metrics.json" \
   "$PY" search.py "${common[@]}" --method all --budget 1,4,16 --policy sft
 stage "search (rl policy)" "$OUT/search_rl/scaling.json" "$OUT/rl/metrics.json" \
   "$PY" search.py "${common[@]}" --method all --budget 1,4,16 --policy rl
+# train-time against test-time compute: the same SFT at smaller widths, each with its search grid
+for W in $("$PY" -c "from common import PRESETS; print(*PRESETS['$PRESET'].sweep_widths)"); do
+  stage "sft (width $W)" "$OUT/sft_w$W/metrics.json" "$OUT/data/meta.json" \
+    "$PY" train_sft.py "${common[@]}" --width "$W" $(resume_flag "$OUT/sft_w$W/ckpt.pt")
+  stage "search (width $W)" "$OUT/search_sft_w$W/scaling.json" "$OUT/sft_w$W/metrics.json $OUT/prm/metrics.json" \
+    "$PY" search.py "${common[@]}" --method all --budget 1,4,16 --policy "sft_w$W"
+done
+# self-correction: the same SFT on traces where some steps are written wrong, then taken back
+SC=$OUT/selfcorrect
+stage "prepare (self-correction traces)" "$SC/data/meta.json" "data/task.py data/tokenizer.py" \
+  "$PY" data/prepare.py --preset "$PRESET" --out "$SC" --self-correct 0.2
+stage "sft (self-correction)" "$SC/sft/metrics.json" "$SC/data/meta.json" \
+  "$PY" train_sft.py --preset "$PRESET" --out "$SC" $(resume_flag "$SC/sft/ckpt.pt")
 "$PY" report.py --out "$OUT"

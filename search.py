@@ -28,7 +28,7 @@ compared at matched generated tokens; the tables print what each really spent.
 The grid answers the first --per-bin test problems of every difficulty bin (in range and beyond
 training) with every method at every budget, and writes DIR/search/scaling.json (rows: method,
 budget, difficulty, accuracy, generated_tokens and scored_tokens per problem), scaling.md, and
-scaling.png if matplotlib is installed; with --policy rl, into DIR/search_rl/ instead. pass@N
+scaling.png if matplotlib is installed; with --policy NAME (rl, sft_w48, ...), into DIR/search_NAME/. pass@N
 (any of the N samples right, by the verifier) is listed as the ceiling a best-of-N selector can
 reach. PRM methods need DIR/prm/ckpt.pt, bon-orm DIR/prm/orm.pt (python train_prm.py);
 --method all skips what is missing.
@@ -572,7 +572,8 @@ def main(argv=None):
     parser = stage_parser(__doc__)
     parser.add_argument("--method", default="greedy", choices=METHODS + ("all",), help="search method, or all of them (default: greedy)")
     parser.add_argument("--budget", default="1,4,16", help="compute budgets N, comma-separated (default: 1,4,16; --problems uses the largest)")
-    parser.add_argument("--policy", default="sft", choices=["sft", "rl"], help="which trained policy answers: DIR/sft or DIR/rl (default: sft)")
+    parser.add_argument("--policy", default="sft", help="which trained policy answers: DIR/sft, DIR/rl, or another stage "
+                        "directory with a ckpt.pt such as DIR/sft_w48 (default: sft)")
     parser.add_argument("--problems", metavar="FILE", help="answer the problems in FILE instead of running the grid")
     parser.add_argument("--show", action="store_true", help="print each chain of thought, or the tree for beam and mcts")
     parser.add_argument("--per-bin", type=int, default=None, help="test problems per difficulty bin in the grid (default: by preset)")
@@ -616,7 +617,7 @@ def main(argv=None):
         start = time.time()
         per_bin = args.per_bin or PER_BIN.get(args.preset, 100)
         rows = run_grid(setup, methods, budgets, read_split(args.out, "test"), task, per_bin)
-    out_dir = os.path.join(args.out, "search" if args.policy == "sft" else f"search_{args.policy}")  # both grids are kept
+    out_dir = os.path.join(args.out, "search" if args.policy == "sft" else f"search_{args.policy}")  # every grid is kept
     write_json(os.path.join(out_dir, "scaling.json"), rows)
     table = scaling_table(rows, task)
     with open(os.path.join(out_dir, "scaling.md"), "w") as f:

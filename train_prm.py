@@ -290,11 +290,12 @@ def reward_batch(examples, device):
 
 def train_reward_model(model, examples, steps, batch_size, lr, seed, desc):
     """Binary cross-entropy on the scalar head at the labelled positions; every weight trains,
-    starting from the SFT policy's, which already reads the task. Returns the loss history."""
+    starting from the SFT policy's, which already reads the task. Returns the loss history and
+    the number of tokens trained on (padding included: it is computed)."""
     device = model.wte.weight.device
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
-    history = []
+    history, tokens = [], 0
     model.train()
     for step in (bar := tqdm(range(steps), desc=desc, leave=False)):
         for group in optimizer.param_groups:
@@ -310,9 +311,10 @@ def train_reward_model(model, examples, steps, batch_size, lr, seed, desc):
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         history.append(loss.item())
+        tokens += x.numel()
         bar.set_postfix(loss=f"{history[-1]:.3f}")
     model.eval()
-    return history
+    return history, tokens
 
 
 # ----------------------------------------------------------------------------- main
@@ -386,10 +388,11 @@ def main(argv=None):
     t = time.time()
     batch_size = preset.prm_batch_size
     prm = model_from_checkpoint(sft, attn=args.attn).to(d.device)
-    prm_history = train_reward_model(prm, [(s.tokens, s.ends, y) for s, y in zip(train, labels)],
+    n_params = sum(p.numel() for p in prm.parameters())
+    prm_history, prm_tokens = train_reward_model(prm, [(s.tokens, s.ends, y) for s, y in zip(train, labels)],
                                      steps, batch_size, lr, args.seed, "prm train")
     orm = model_from_checkpoint(sft, attn=args.attn).to(d.device)
-    orm_history = train_reward_model(orm, [(s.tokens, [len(s.tokens) - 1], [float(s.correct)]) for s in train],
+    orm_history, orm_tokens = train_reward_model(orm, [(s.tokens, [len(s.tokens) - 1], [float(s.correct)]) for s in train],
                                      steps, batch_size, lr, args.seed, "orm train")
     state = dict(step=steps, preset=args.preset, labels=args.labels, sft_step=sft["step"])
     save_checkpoint(os.path.join(args.out, "prm", "ckpt.pt"), prm, kind="prm", loss_history=prm_history, **state)
@@ -433,6 +436,9 @@ def main(argv=None):
                                                     for b in sorted({s.difficulty for s in train})},
         "monte_carlo_rollouts": m if args.labels != "oracle" else None, "monte_carlo_label_tokens": label_tokens,
         "steps": steps, "batch_size": batch_size, "lr": lr,
+        # compute: 6 x params per trained token (PRM and ORM), 2 x params per sampled token (solutions, labels)
+        "train_flops": n_params * (6 * (prm_tokens + orm_tokens)
+                                   + 2 * (sum(len(s.tokens) for s in train) + label_tokens)),
         "prm_final_loss": prm_history[-1], "orm_final_loss": orm_history[-1],
         "eval_problems_per_bin": n_eval, "best_of": best_of,
         "step_auroc": step_auroc(in_range),

@@ -216,7 +216,7 @@ def build_batch(policy, reference, critic, prm, prompts, responses, scores, hp):
         batch.update(advantages=masked_whiten(advantages, mask), values=values, returns=returns)
     else:  # GRPO: one advantage per sample, on each of its tokens; the KL goes into the loss
         batch.update(advantages=grpo_advantages(task_rewards.sum(1), hp.group_size)[:, None] * mask)
-    log = {"reward": task_rewards.sum(1).mean().item(),
+    log = {"reward": task_rewards.sum(1).mean().item(), "tokens": tokens.numel(),
            "kl": (kl * mask).sum(1).mean().item(),  # nats per solution, policy vs reference
            "length": mask.sum(1).mean().item()}
     return batch, log
@@ -261,6 +261,16 @@ def ppo_update(policy, critic, policy_optimizer, critic_optimizer, batch, hp, ge
                 critic_optimizer.zero_grad(set_to_none=True)
                 logs["value_loss"].append(loss.item())
     return {k: sum(v) / len(v) for k, v in logs.items() if v}
+
+
+def iteration_flops(params, tokens, hp, critic, prm, warming):
+    """The compute of one iteration (2 x params per token forward, 6 forward and backward):
+    sampling the rollouts, the no-grad passes of the policy, the reference, the PRM and the
+    critic, and hp.epochs training passes of the policy (not while the critic warms up) and the
+    critic. Padding counted: it is computed."""
+    forward = 1 + 2 + (critic is not None) + (prm is not None)  # sampling (prompt included), old, ref, values, PRM
+    trained = hp.epochs * ((not warming) + (critic is not None))
+    return params * tokens * (2 * forward + 6 * trained)
 
 
 def check_finite(name, value):
@@ -371,6 +381,7 @@ def main(argv=None, stop_after=None):
     train, val, test = read_split(args.out, "train"), read_split(args.out, "val")[:preset.eval_problems], read_split(args.out, "test")
     torch.manual_seed(args.seed)
     policy, reference, prm, critic, critic_init = load_models(args, d.device)
+    n_params = sum(p.numel() for p in policy.parameters())
     policy_optimizer = make_optimizer(policy, args.lr)
     critic_optimizer = make_optimizer(critic, args.critic_lr) if critic is not None else None
     best = copy.deepcopy(policy).requires_grad_(False)  # the policy with the best validation accuracy
@@ -424,6 +435,7 @@ def main(argv=None, stop_after=None):
         except FloatingPointError as e:
             kept = f"{ckpt_path} (iteration {torch.load(ckpt_path, weights_only=True)['step']})" if os.path.exists(ckpt_path) else "no checkpoint yet"
             raise UserError(f"stopped at iteration {it + 1}: {e}; kept the last good checkpoint, {kept}; try a lower --lr")
+        log["flops"] = iteration_flops(n_params, log["tokens"], args, critic, prm, warming)
         history.append({"iteration": it + 1, "phase": "critic warm-up" if warming else "policy",
                         "accuracy": sum(v.answer_correct for v in verdicts) / len(verdicts),
                         "finished": sum(v.finished for v in verdicts) / len(verdicts), **log, **stats})
@@ -456,6 +468,7 @@ def main(argv=None, stop_after=None):
                                                           "kl_coef", "lam", "clip", "value_clip", "unfinished_penalty")},
         "value_model_init": critic_init, "training_difficulties": difficulties, "training_mix_sft_accuracy": mix_accuracy,
         "best_iteration": chosen["iteration"], "val_log": val_log,
+        "train_flops": sum(h["flops"] for h in history),
         "wall_time_s": time.time() - t0,
         "test_accuracy": sum(after["accuracy_by_difficulty"][k] for k in in_range) / len(in_range),
         "sft_test_accuracy": sum(before["accuracy_by_difficulty"][k] for k in in_range) / len(in_range),

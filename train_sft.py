@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from common import (PRESETS, UserError, accuracy_table, autocast, encode_examples, evaluate_policy, lr_at,
-                    make_batch, parse, read_split, read_task, run_cli, setup_device, stage_parser, teardown,
+                    make_batch, Muon, parse, read_split, read_task, run_cli, setup_device, stage_parser, teardown,
                     write_json)
 from model import GPT, load_checkpoint, save_checkpoint
 
@@ -36,12 +36,14 @@ def batch_indices(seed, step, n_examples, batch_size):
     return torch.randint(n_examples, (batch_size,), generator=g).tolist()
 
 
-def make_optimizer(model, lr):
-    """AdamW; weight decay on matrices only, not on norms, biases or the embedding's scale."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+def make_optimizer(model, lr, muon_lr):
+    """Muon for the weight matrices inside the blocks, AdamW for the embeddings and norm gains;
+    each group keeps its peak learning rate, which the schedule scales."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    inside = [p for n, p in named if n.startswith("blocks.") and p.dim() == 2]
+    rest = [p for n, p in named if not (n.startswith("blocks.") and p.dim() == 2)]
+    return Muon([{"params": inside, "muon": True, "lr": muon_lr, "peak_lr": muon_lr},
+                 {"params": rest, "muon": False, "lr": lr, "peak_lr": lr}])
 
 
 def main(argv=None, stop_after=None):
@@ -50,8 +52,11 @@ def main(argv=None, stop_after=None):
     parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
     parser.add_argument("--batch-size", type=int, help="sequences per step over all processes (default: the preset's)")
     parser.add_argument("--micro-batch", type=int, help="sequences per forward pass (default: the preset's)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    parser.add_argument("--lr", type=float, help="peak AdamW learning rate, embeddings and gains (default: the preset's)")
+    parser.add_argument("--muon-lr", type=float, help="peak Muon learning rate, the blocks' matrices (default: the preset's)")
     parser.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints")
+    parser.add_argument("--width", type=int, help="model width (n_embd), the size knob of the scaling sweep (default: the "
+                        "preset's); another width than the preset's writes DIR/sft_wWIDTH instead of DIR/sft")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/sft/ckpt.pt")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model for training")
     args = parse(parser, argv)
@@ -73,10 +78,11 @@ def main(argv=None, stop_after=None):
 
     # ---- model, optimizer, and the state of an earlier run
     torch.manual_seed(args.seed)
-    model = GPT(preset.model_config(), attn=args.attn).to(d.device)
+    model = GPT(preset.model_config(args.width), attn=args.attn).to(d.device)
     model.scalar_head.requires_grad_(False)  # SFT trains the language model only
-    optimizer = make_optimizer(model, peak_lr)
-    ckpt_path = os.path.join(args.out, "sft", "ckpt.pt")
+    optimizer = make_optimizer(model, peak_lr, args.muon_lr or preset.muon_lr)
+    name = "sft" if args.width in (None, preset.n_embd) else f"sft_w{args.width}"  # the sweep's other sizes
+    ckpt_path = os.path.join(args.out, name, "ckpt.pt")
     start, history = 0, []
     if args.resume:
         ckpt = load_checkpoint(ckpt_path, expect_config=model.cfg)  # a missing one is an error: say so
@@ -98,11 +104,11 @@ def main(argv=None, stop_after=None):
     # ---- train
     per_rank = batch_size // d.world
     tokens_seen, train_time = 0, 0.0
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc="sft", disable=not d.master)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=name, disable=not d.master)
     for step in bar:
         t_step = time.time()
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, steps, peak_lr, preset.warmup)
+            group["lr"] = lr_at(step, steps, group["peak_lr"], preset.warmup)
         batch = batch_indices(args.seed, step, len(train), batch_size)
         # the loss is a sum over the global batch's solution tokens divided by their number,
         # so any split into processes and micro-batches gives the same gradient
@@ -142,19 +148,21 @@ def main(argv=None, stop_after=None):
         result = evaluate_policy(model, test, task, d.device, desc="sft eval")
         in_range = [k for k in result["accuracy_by_difficulty"] if int(k) <= task.max_train_d]
         metrics = {
-            "stage": "sft", "preset": args.preset, "device": str(d.device), "processes": d.world,
+            "stage": name, "preset": args.preset, "width": model.cfg.n_embd, "device": str(d.device), "processes": d.world,
             "steps": steps, "batch_size": batch_size, "params": sum(p.numel() for p in model.parameters()),
             "final_loss": history[-1] if history else None, "loss_history": history,
             "train_tokens_per_second": tokens_seen * d.world / train_time if train_time else None,
-            "train_tokens": sum(len(train[i][0]) for s in range(steps) for i in batch_indices(args.seed, s, len(train), batch_size)),
+            "train_tokens": (train_tokens := sum(len(train[i][0]) for s in range(steps)
+                                                 for i in batch_indices(args.seed, s, len(train), batch_size))),
+            "train_flops": 6 * sum(p.numel() for p in model.parameters()) * train_tokens,  # Kaplan et al. 2020
             "wall_time_s": time.time() - t0,
             "test_accuracy": sum(result["accuracy_by_difficulty"][k] for k in in_range) / len(in_range),
             **result,
         }
-        write_json(os.path.join(args.out, "sft", "metrics.json"), metrics)
+        write_json(os.path.join(args.out, name, "metrics.json"), metrics)
         print(accuracy_table(metrics, task.max_train_d))
         print(f"sft: {steps} steps in {metrics['wall_time_s']:.0f}s, in-range test accuracy {metrics['test_accuracy']:.3f}, "
-              f"metrics in {args.out}/sft/metrics.json")
+              f"metrics in {args.out}/{name}/metrics.json")
     teardown(d)
     return metrics
 

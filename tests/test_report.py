@@ -2,6 +2,8 @@
 import json
 import os
 
+import pytest
+
 import report
 
 
@@ -24,3 +26,55 @@ def test_report_tables_come_from_the_metrics(tmp_path):
     assert "| greedy | 1 | 5.00e+04 |" in text  # 2 x 1000 x (20 + 5) tokens
     assert "| sft | 12 |" in text
     assert "No PRM yet" in text
+
+
+def test_power_fit_recovers_the_exponent_of_an_exact_power_law():
+    xs = [1e6, 1e7, 1e8]
+    assert report.power_fit(xs, [3 * x ** -0.25 for x in xs]) == pytest.approx(-0.25)
+    assert report.power_fit(xs[:2], [1.0, 0.5]) is None  # two points: no fit
+
+
+def sft_metrics(width, params, tokens, acc):
+    return {"preset": "test", "device": "cpu", "width": width, "params": params, "train_tokens": tokens,
+            "train_flops": 6 * params * tokens, "wall_time_s": 1.0, "accuracy_by_difficulty": acc}
+
+
+def test_exchange_rate_compares_at_matched_total_flops(tmp_path):
+    out = str(tmp_path)
+    write(f"{out}/data/meta.json", {"counts": {"test": 10}})
+    write(f"{out}/sft/metrics.json", sft_metrics(96, 1000, 100, {"1": 0.5, "2": 0.2}))    # 6e5 training FLOPs
+    write(f"{out}/sft_w48/metrics.json", sft_metrics(48, 100, 100, {"1": 0.3, "2": 0.1}))  # 6e4
+    write(f"{out}/prm/metrics.json", {"train_flops": 1e5, "step_auroc": 0.9, "step_auroc_by_difficulty": {},
+                                      "first_error_lowest_rate": 0.5, "first_error_lowest_chance": 0.4, "best_of_n": []})
+    write(f"{out}/search/scaling.json", [
+        {"method": "greedy", "budget": 1, "difficulty": d, "accuracy": a, "generated_tokens": 10, "problems": 100}
+        for d, a in ((1, 0.5), (2, 0.2))])
+    write(f"{out}/search_sft_w48/scaling.json", [
+        # greedy of the larger policy costs 6e5 + 10 problems x 2 x 1000 x 10 tokens = 8e5 in all
+        # d=1: majority at 16 is cheaper (6e4 + 10 x 2 x 100 x 160 = 3.8e5) and better: search wins
+        {"method": "majority", "budget": 16, "difficulty": 1, "accuracy": 0.9, "generated_tokens": 160, "problems": 100},
+        # d=2: the PRM's training (1e5) and reading (10 x 2 x 1000 x 200 = 4e6) make it dearer than greedy: left out
+        {"method": "bon-prm", "budget": 16, "difficulty": 2, "accuracy": 0.9, "generated_tokens": 160,
+         "scored_tokens": 200, "problems": 100},
+        {"method": "greedy", "budget": 1, "difficulty": 2, "accuracy": 0.05, "generated_tokens": 10, "problems": 100},
+        {"method": "pass@n", "budget": 16, "difficulty": 1, "accuracy": 1.0, "generated_tokens": 160, "problems": 100}])
+    sizes = report.sweep(out)
+    assert [name for name, _ in sizes] == ["sft_w48", "sft"]
+    points = report.exchange_points(out, sizes, report.load(out, "prm"))
+    assert all(p["method"] != "pass@n" for p in points)
+    bon = next(p for p in points if p["method"] == "bon-prm")
+    assert bon["flops"] == pytest.approx(6e4 + 1e5 + 10 * 2 * (100 * 160 + 1000 * 200))
+    text = report.exchange_section(points)
+    assert "| 1 | 0.500 (8.00e+05) | sft_w48 majority N=16: 0.900 (3.80e+05) | smaller + search |" in text
+    assert "| 2 | 0.200 (8.00e+05) | sft_w48 greedy N=1: 0.050 (8.00e+04) | larger greedy |" in text
+
+
+def test_self_correction_table_pairs_runs_of_the_same_size(tmp_path):
+    out = str(tmp_path)
+    write(f"{out}/sft/metrics.json", sft_metrics(96, 1000, 100, {"1": 0.5, "2": 0.2}))
+    write(f"{out}/selfcorrect/data/meta.json", {"self_correct": 0.2})
+    write(f"{out}/selfcorrect/sft/metrics.json", {**sft_metrics(96, 1000, 100, {"1": 0.6, "2": 0.3}),
+                                                  "back_rate_by_difficulty": {"1": 0.05, "2": 0.1}})
+    text = report.self_correction_section(out)
+    assert "rate 0.2" in text
+    assert "| 1 | 0.500 | 0.600 | 0.050 |" in text and "| 2 | 0.200 | 0.300 | 0.100 |" in text

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -256,3 +257,13 @@ def test_process_reward_without_a_prm_is_one_line_error(sft_dir, tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip() and "Warning" not in line]
     assert lines == [f"error: --reward process needs the process reward model at {out}/prm/ckpt.pt: run train_prm.py first"]
+
+
+def test_iteration_flops_counts_every_pass_by_hand():
+    hp = SimpleNamespace(epochs=2)
+    # PPO with a PRM: 5 forward passes (sampling, old, reference, values, PRM), then 2 epochs of policy and critic
+    assert train_rl.iteration_flops(10, 100, hp, critic=object(), prm=object(), warming=False) == 10 * 100 * (2 * 5 + 6 * 2 * 2)
+    # GRPO with the outcome reward: sampling, old, reference; 2 epochs of the policy alone
+    assert train_rl.iteration_flops(10, 100, hp, critic=None, prm=None, warming=False) == 10 * 100 * (2 * 3 + 6 * 2)
+    # critic warm-up: the policy does not train
+    assert train_rl.iteration_flops(10, 100, hp, critic=object(), prm=None, warming=True) == 10 * 100 * (2 * 4 + 6 * 2)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import train_sft
-from common import lr_at, make_batch
+from common import Muon, lr_at, make_batch, orthogonalize, run_cli
 from data.tokenizer import decode, encode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,3 +81,52 @@ def test_sft_writes_per_bin_metrics(data_dir):
     assert set(metrics["step_accuracy_by_difficulty"]) == {"1", "2", "3", "4"}
     assert metrics["loss_history"][-1] < metrics["loss_history"][0]
     assert os.path.exists(data_dir / "sft" / "metrics.json")
+
+
+def test_orthogonalize_is_close_to_u_v_transpose():
+    torch.manual_seed(0)
+    for shape in ((32, 8), (8, 32), (16, 16)):
+        G = torch.randn(shape)
+        U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+        X = orthogonalize(G)
+        singular = torch.linalg.svdvals(X)
+        assert singular.min() > 0.6 and singular.max() < 1.3  # the quintic's band around 1, not exactly 1
+        assert torch.nn.functional.cosine_similarity(X.flatten(), (U @ Vh).flatten(), dim=0) > 0.95
+
+
+def test_muon_non_matrix_groups_step_exactly_as_adamw():
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 3, requires_grad=True), None
+    b = a.detach().clone().requires_grad_(True)
+    mine = Muon([{"params": [a], "muon": False, "lr": 0.01, "weight_decay": 0.1}])
+    ref = torch.optim.AdamW([b], lr=0.01, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    for step in range(3):
+        g = torch.randn(5, 3)
+        for p, opt in ((a, mine), (b, ref)):
+            p.grad = g.clone()
+            opt.step()
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_muon_matrix_step_is_the_orthogonalized_nesterov_momentum():
+    torch.manual_seed(0)
+    w = torch.randn(6, 4, requires_grad=True)
+    w0, g = w.detach().clone(), torch.randn(6, 4)
+    opt = Muon([{"params": [w], "muon": True, "lr": 0.1}])
+    w.grad = g.clone()
+    opt.step()
+    # first step: momentum m = g, Nesterov look-ahead g + 0.95 m; tall 6x4 scaled by sqrt(6/4)
+    expected = w0 - 0.1 * (6 / 4) ** 0.5 * orthogonalize(1.95 * g)
+    assert torch.allclose(w, expected, atol=1e-6)
+
+
+def test_width_is_the_size_knob_and_writes_its_own_directory(data_dir, tmp_path):
+    os.symlink(data_dir / "data", tmp_path / "data")
+    metrics = train_sft.main(["--preset", "test", "--out", str(tmp_path), "--width", "48", "--steps", "2"])
+    assert metrics["width"] == 48 and metrics["stage"] == "sft_w48"
+    ckpt = torch.load(tmp_path / "sft_w48" / "ckpt.pt", weights_only=True)
+    assert ckpt["config"]["n_embd"] == 48 and ckpt["config"]["n_head"] == 3  # the head size (16) stays
+    assert metrics["train_flops"] == 6 * metrics["params"] * metrics["train_tokens"]
+    assert not os.path.exists(tmp_path / "sft")
+    with pytest.raises(SystemExit, match="multiple of the head size 16"):
+        run_cli(lambda: train_sft.main(["--preset", "test", "--out", str(tmp_path), "--width", "40"]))
