@@ -257,6 +257,9 @@ def apply_rope(x, cos, sin):
 
 # ----------------------------------------------------------------------------- the network
 
+SHIFT = 3  # previous tokens whose embeddings each position's input adds (GPT.shift_wte)
+
+
 class KVCache:
     """Keys and values of every layer for the tokens seen so far, so each new token costs one
     position of work instead of a forward pass over the whole sequence."""
@@ -264,7 +267,7 @@ class KVCache:
     def __init__(self, n_layer, max_len):
         self.k, self.v = [None] * n_layer, [None] * n_layer
         self.max_len, self.length = max_len, 0
-        self.last = None  # (B, 1): the last token seen, the previous token of the next one
+        self.last = None  # (B, SHIFT): the last tokens seen, the previous tokens of the next one
 
     def append(self, layer, k, v):
         """Store k, v (B, H, T, D) after the cached positions; return all keys and values so far."""
@@ -315,11 +318,15 @@ class GPT(nn.Module):
             raise ValueError("n_embd must split into n_head heads of even size")
         self.cfg, self.attn = cfg, resolve_attention(attn)
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        # the previous token's embedding, added to each position's input: layer 1 sees every
-        # bigram without spending an attention head on it, so a 2-layer model can look a
-        # variable up (an induction head) in one layer. Padding (no previous token) adds zero.
+        # the embeddings of the SHIFT previous tokens, added to each position's input: a causal
+        # convolution of width 4 over the tokens, like the "Canon layers" of Physics of Language
+        # Models part 4.1. Each position of `a = 7` then knows the tokens before it, so finding
+        # what follows `a =` in the shuffled problem takes one attention layer, not a chain of
+        # them. Padding (no token there) adds zero. On the tiny run: greedy accuracy on d <= 2
+        # from 0.14-0.27 with one previous token to 0.71-0.80 with three (two seeds each).
         self.pad_id = special_id(PAD)
-        self.prev_wte = nn.Embedding(cfg.vocab_size, cfg.n_embd, padding_idx=self.pad_id)
+        self.shift_wte = nn.ModuleList(nn.Embedding(cfg.vocab_size, cfg.n_embd, padding_idx=self.pad_id)
+                                       for _ in range(SHIFT))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = nn.RMSNorm(cfg.n_embd)
         self.scalar_head = nn.Linear(cfg.n_embd, 1)  # reward models and the critic read this
@@ -333,7 +340,8 @@ class GPT(nn.Module):
         nn.init.zeros_(self.scalar_head.weight)
         nn.init.zeros_(self.scalar_head.bias)
         with torch.no_grad():
-            self.prev_wte.weight[self.pad_id].zero_()
+            for emb in self.shift_wte:
+                emb.weight[self.pad_id].zero_()
 
     @staticmethod
     def _init(module):
@@ -349,15 +357,18 @@ class GPT(nn.Module):
                 raise ValueError(f"a sequence of {T} tokens is longer than the model's block_size {self.cfg.block_size}")
             positions = torch.arange(T, device=idx.device).expand(B, T)
         cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)  # (B, 1, T, D/2)
-        first = torch.full_like(idx[:, :1], self.pad_id)  # the token before idx[:, 0]: none, or the cache's last
-        if kv_cache is not None and kv_cache.last is not None:
-            first = kv_cache.last
-        x = self.wte(idx) + self.prev_wte(torch.cat([first, idx[:, :-1]], 1))  # (B, T, C)
+        before = torch.full_like(idx[:, :1], self.pad_id).expand(B, SHIFT)  # the tokens before idx: none,
+        if kv_cache is not None and kv_cache.last is not None:                # or the ones the cache has seen
+            before = kv_cache.last
+        history = torch.cat([before, idx], 1)  # (B, SHIFT + T)
+        x = self.wte(idx)  # (B, T, C)
+        for j, emb in enumerate(self.shift_wte, start=1):  # the token j positions back
+            x = x + emb(history[:, SHIFT - j:SHIFT - j + T])
         for layer, block in enumerate(self.blocks):
             x = block(x, cos, sin, self.attn, mask, kv_cache, layer)
         if kv_cache is not None:
             kv_cache.length += T
-            kv_cache.last = idx[:, -1:]
+            kv_cache.last = history[:, -SHIFT:]
         x = self.norm(x)
         if head == "scalar":
             return self.scalar_head(x).squeeze(-1)

@@ -185,29 +185,49 @@ def exchange_section(points):
     return table(["d", "largest policy, greedy (total FLOPs)", "best smaller policy with search at no more FLOPs", "better"], rows)
 
 
+def frontier(points):
+    """(FLOPs, accuracy) of the points no cheaper point beats: the best accuracy at each compute."""
+    best, out = -1.0, []
+    for p in sorted(points, key=lambda p: p["flops"]):
+        if p["accuracy"] > best:
+            best = p["accuracy"]
+            out.append((p["flops"], best))
+    return out
+
+
 def plot_compute(sizes, points, path):
-    """Two panels: greedy accuracy per bin against training FLOPs (the sweep), and accuracy
-    against total FLOPs for every size, method and budget (the exchange rate). False without matplotlib."""
+    """Greedy accuracy per bin against training FLOPs (the sweep); then, per bin, each size's best
+    accuracy at a given total compute over all methods and budgets, its greedy point circled
+    (the exchange rate). False without matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     bins = sorted({int(b) for _, m in sizes for b in m["accuracy_by_difficulty"]})
+    fig, axes = plt.subplots(1, 1 + len(bins), figsize=(3.6 * (1 + len(bins)), 3.4), squeeze=False)
+    sweep_ax, panels = axes[0][0], axes[0][1:]
     for b in bins:
-        left.plot([train_flops(m) for _, m in sizes], [m["accuracy_by_difficulty"].get(str(b)) for _, m in sizes], marker="o", label=f"d={b}")
-    left.set(xscale="log", xlabel="SFT training FLOPs", ylabel="greedy accuracy", title="model size sweep")
-    left.legend(fontsize=8)
-    for size in dict.fromkeys(p["size"] for p in points):
-        mine = [p for p in points if p["size"] == size]
-        right.scatter([p["flops"] for p in mine], [p["accuracy"] for p in mine], s=12, label=size)
-    right.set(xscale="log", xlabel="total FLOPs (training + inference on the test set)", ylabel="accuracy",
-              title="every method, budget and bin")
-    right.legend(fontsize=8)
+        sweep_ax.plot([train_flops(m) for _, m in sizes], [m["accuracy_by_difficulty"].get(str(b)) for _, m in sizes],
+                      marker="o", label=f"d={b}")
+    sweep_ax.set(xscale="log", xlabel="SFT training FLOPs", ylabel="greedy accuracy", title="size sweep")
+    sweep_ax.legend(fontsize=7)
+    for ax, b in zip(panels, bins):
+        for name, m in sizes:
+            mine = [p for p in points if p["size"] == name and p["difficulty"] == b]
+            if not mine:
+                continue
+            xs, ys = zip(*frontier(mine))
+            line, = ax.step(xs, ys, where="post", marker=".", label=f"width {m.get('width', name)}")
+            greedy = [p for p in mine if p["method"] == "greedy"]
+            ax.scatter([p["flops"] for p in greedy], [p["accuracy"] for p in greedy], s=60, facecolors="none",
+                       edgecolors=line.get_color())
+        ax.set(xscale="log", xlabel="total FLOPs (train + test set)", title=f"d={b}: best at a compute")
+    panels[0].set_ylabel("accuracy")
+    panels[-1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     return True
 
 
@@ -246,8 +266,10 @@ def main(argv=None):
     sizes = sweep(args.out)
     points = exchange_points(args.out, sizes, metrics["prm"])
     plotted = len(sizes) > 1 and plot_compute(sizes, points, os.path.join(args.out, "compute.png"))
-    walls = [[stage, f"{m['wall_time_s']:.0f}"] for stage, m in metrics.items()
-             if isinstance(m, dict) and "wall_time_s" in m]
+    extra = [n for n, _ in sizes if n != "sft"]  # the sweep, its grids, the self-correction run
+    extra += [f"search_{n}" for n in extra] + [os.path.join("selfcorrect", "sft")]
+    timed = [(stage, m) for stage, m in metrics.items() if isinstance(m, dict)] + [(n, load(args.out, n)) for n in extra]
+    walls = [[stage, f"{m['wall_time_s']:.0f}"] for stage, m in timed if m and "wall_time_s" in m]
     preset = next((m["preset"] for m in metrics.values() if isinstance(m, dict) and "preset" in m), "?")
     device = next((m["device"] for m in metrics.values() if isinstance(m, dict) and "device" in m), "?")
     text = "\n\n".join([
