@@ -267,7 +267,9 @@ def main(argv=None):
     points = exchange_points(args.out, sizes, metrics["prm"])
     plotted = len(sizes) > 1 and plot_compute(sizes, points, os.path.join(args.out, "compute.png"))
     extra = [n for n, _ in sizes if n != "sft"]  # the sweep, its grids, the self-correction run
-    extra += [f"search_{n}" for n in extra] + [os.path.join("selfcorrect", "sft")]
+    sc_dir = os.path.join(args.out, "selfcorrect")
+    extra += [f"search_{n}" for n in extra]
+    extra += [os.path.join("selfcorrect", n) for n in sorted(os.listdir(sc_dir)) if n.startswith("sft")] if os.path.isdir(sc_dir) else []
     timed = [(stage, m) for stage, m in metrics.items() if isinstance(m, dict)] + [(n, load(args.out, n)) for n in extra]
     walls = [[stage, f"{m['wall_time_s']:.0f}"] for stage, m in timed if m and "wall_time_s" in m]
     preset = next((m["preset"] for m in metrics.values() if isinstance(m, dict) and "preset" in m), "?")

@@ -48,16 +48,18 @@ stage "search (sft policy)" "$OUT/search/scaling.json" "$OUT/prm/metrics.json" \
 stage "search (rl policy)" "$OUT/search_rl/scaling.json" "$OUT/rl/metrics.json" \
   "$PY" search.py "${common[@]}" --method all --budget 1,4,16 --policy rl
 # train-time against test-time compute: the same SFT at smaller widths, each with its search grid
-for W in $("$PY" -c "from common import PRESETS; print(*PRESETS['$PRESET'].sweep_widths)"); do
+WIDTHS=$("$PY" -c "from common import PRESETS; print(*PRESETS['$PRESET'].sweep_widths)")
+for W in $WIDTHS; do
   stage "sft (width $W)" "$OUT/sft_w$W/metrics.json" "$OUT/data/meta.json" \
     "$PY" train_sft.py "${common[@]}" --width "$W" $(resume_flag "$OUT/sft_w$W/ckpt.pt")
   stage "search (width $W)" "$OUT/search_sft_w$W/scaling.json" "$OUT/sft_w$W/metrics.json $OUT/prm/metrics.json" \
     "$PY" search.py "${common[@]}" --method all --budget 1,4,16 --policy "sft_w$W"
 done
-# self-correction: the same SFT on traces where some steps are written wrong, then taken back
-SC=$OUT/selfcorrect
+# self-correction: the smallest SFT again, on traces where some steps are written wrong and then
+# taken back; report.md compares it with the same width trained on clean traces
+SC=$OUT/selfcorrect W=${WIDTHS%% *}
 stage "prepare (self-correction traces)" "$SC/data/meta.json" "data/task.py data/tokenizer.py" \
   "$PY" data/prepare.py --preset "$PRESET" --out "$SC" --self-correct 0.2
-stage "sft (self-correction)" "$SC/sft/metrics.json" "$SC/data/meta.json" \
-  "$PY" train_sft.py --preset "$PRESET" --out "$SC" $(resume_flag "$SC/sft/ckpt.pt")
+stage "sft (self-correction, width $W)" "$SC/sft_w$W/metrics.json" "$SC/data/meta.json" \
+  "$PY" train_sft.py --preset "$PRESET" --out "$SC" --width "$W" $(resume_flag "$SC/sft_w$W/ckpt.pt")
 "$PY" report.py --out "$OUT"
