@@ -246,7 +246,7 @@ def self_correction_section(out):
         rows = [[d, pct(without["accuracy_by_difficulty"].get(d)), pct(a), pct(backs.get(d))]
                 for d, a in with_["accuracy_by_difficulty"].items()]
         lines += [f"{name} (width {with_.get('width', '?')}):", "",
-                  table(["d", "without", "with self-correction", "solutions using <|back|>"], rows), ""]
+                  table(["d", "without", "with self-correction", "solutions that use the back token"], rows), ""]
     return "\n".join(lines).strip()
 
 
