@@ -1,8 +1,8 @@
 """A small GPT: the policy, the reward models and the value model are all this one network.
 
 Decoder-only transformer in the modern small-model style (nanoGPT, with rotary positions and
-RMSNorm): token embedding (plus the previous token's) -> n_layer x [RMSNorm -> causal self-attention -> RMSNorm -> MLP]
--> RMSNorm -> two heads. The language-model head is tied to the token embedding; the scalar
+RMSNorm): token embedding, plus those of the 3 tokens before it -> n_layer x [RMSNorm -> causal
+self-attention -> RMSNorm -> MLP] -> RMSNorm -> two heads. The language-model head is tied to the token embedding; the scalar
 head (one linear layer) serves the process and outcome reward models and the PPO critic.
 
 Also here: batched generation with a KV cache (what every later stage calls to sample), the

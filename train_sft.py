@@ -57,7 +57,7 @@ def main(argv=None, stop_after=None):
     parser.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints")
     parser.add_argument("--width", type=int, help="model width (n_embd), the size knob of the scaling sweep (default: the "
                         "preset's); another width than the preset's writes DIR/sft_wWIDTH instead of DIR/sft")
-    parser.add_argument("--resume", action="store_true", help="continue from DIR/sft/ckpt.pt")
+    parser.add_argument("--resume", action="store_true", help="continue from DIR/sft/ckpt.pt (DIR/sft_wWIDTH/ with --width)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model for training")
     args = parse(parser, argv)
     t0, preset = time.time(), PRESETS[args.preset]
