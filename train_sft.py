@@ -39,9 +39,10 @@ def batch_indices(seed, step, n_examples, batch_size):
 def make_optimizer(model, lr, muon_lr):
     """Muon for the weight matrices inside the blocks, AdamW for the embeddings and norm gains;
     each group keeps its peak learning rate, which the schedule scales."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    inside = [p for n, p in named if n.startswith("blocks.") and p.dim() == 2]
-    rest = [p for n, p in named if not (n.startswith("blocks.") and p.dim() == 2)]
+    inside, rest = [], []
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            (inside if n.startswith("blocks.") and p.dim() == 2 else rest).append(p)
     return Muon([{"params": inside, "muon": True, "lr": muon_lr, "peak_lr": muon_lr},
                  {"params": rest, "muon": False, "lr": lr, "peak_lr": lr}])
 
