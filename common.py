@@ -78,12 +78,13 @@ PRESETS = {
                    n_layer=2, n_head=2, n_embd=32, block_size=128,
                    sft_steps=6, batch_size=8, micro_batch=4, lr=3e-3, warmup=2, eval_every=3, eval_problems=8,
                    prm_problems=8, prm_samples=2, prm_agreement_samples=4, prm_steps=4, prm_batch_size=8,
-                   prm_eval_problems=2, prm_best_of=4, rl_iterations=2, rl_rollouts=8, rl_minibatch=4, rl_eval_every=1),
+                   prm_eval_problems=2, prm_best_of=4, rl_iterations=2, rl_rollouts=8, rl_minibatch=4, rl_eval_every=1,
+                   sweep_widths=(16,)),
     # minutes on a 2-core CPU
     "tiny": Preset(TaskConfig(n_assign=6, max_train_d=2, max_eval_d=4), n_train=40000, n_val=256, n_test_per_bin=200,
                    n_layer=2, n_head=4, n_embd=96, block_size=128,
                    sft_steps=2400, batch_size=64, micro_batch=64, lr=3e-3, warmup=60, eval_every=600,
-                   sweep_widths=(48, 72)),
+                   sweep_widths=(24, 48)),
     # minutes on one GPU: the size the later stages use
     "small": Preset(TaskConfig(n_assign=16, max_train_d=6, max_eval_d=12), n_train=200000, n_val=512, n_test_per_bin=200,
                     n_layer=6, n_head=6, n_embd=384, block_size=448,

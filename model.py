@@ -1,9 +1,12 @@
 """A small GPT: the policy, the reward models and the value model are all this one network.
 
 Decoder-only transformer in the modern small-model style (nanoGPT, with rotary positions and
-RMSNorm): token embedding, plus those of the 3 tokens before it -> n_layer x [RMSNorm -> causal
-self-attention -> RMSNorm -> MLP] -> RMSNorm -> two heads. The language-model head is tied to the token embedding; the scalar
-head (one linear layer) serves the process and outcome reward models and the PPO critic.
+RMSNorm): token embedding, plus those of the 3 tokens before it -> n_layer x [RMSNorm -> Canon
+-> causal self-attention -> RMSNorm -> Canon -> MLP] -> RMSNorm -> two heads. A Canon layer is a
+causal convolution over the last 4 positions (Physics of Language Models part 4.1): the cheap
+local mixing that lets a 2-layer model chain its lookups. The language-model head is tied to the
+token embedding; the scalar head (one linear layer) serves the process and outcome reward models
+and the PPO critic.
 
 Also here: batched generation with a KV cache (what every later stage calls to sample), the
 attention backends behind one switch, and checkpoint reading and writing.
@@ -268,6 +271,7 @@ class KVCache:
         self.k, self.v = [None] * n_layer, [None] * n_layer
         self.max_len, self.length = max_len, 0
         self.last = None  # (B, SHIFT): the last tokens seen, the previous tokens of the next one
+        self.conv = {}  # (layer, site) -> (B, SHIFT, C): the last inputs of each Canon convolution
 
     def append(self, layer, k, v):
         """Store k, v (B, H, T, D) after the cached positions; return all keys and values so far."""
@@ -279,6 +283,32 @@ class KVCache:
         self.k[layer][:, :, self.length:end] = k
         self.v[layer][:, :, self.length:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+class Canon(nn.Module):
+    """x_t + sum_j w_j o x_{t-j}, j = 0..SHIFT: a causal depthwise convolution over the last 4
+    positions, added to its input (the Canon layers of Physics of Language Models part 4.1). It
+    hands each position what its neighbours computed in the layer below, so that one attention
+    layer can look up a key that sits a few tokens away from the value it must fetch."""
+
+    def __init__(self, n_embd):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(SHIFT + 1, n_embd))  # zero: starts as the identity
+
+    def forward(self, x, keep, kv_cache, site):
+        """x (B, T, C); keep (B, T): False at padding, which must not leak into the next position."""
+        B, T, C = x.shape
+        x = x * keep[..., None]
+        before = x.new_zeros(B, SHIFT, C)
+        if kv_cache is not None and site in kv_cache.conv:
+            before = kv_cache.conv[site]
+        history = torch.cat([before, x], 1)  # (B, SHIFT + T, C)
+        if kv_cache is not None:
+            kv_cache.conv[site] = history[:, -SHIFT:]
+        y = x
+        for j in range(SHIFT + 1):  # the input j positions back
+            y = y + self.weight[j] * history[:, SHIFT - j:SHIFT - j + T]
+        return y
 
 
 class Attention(nn.Module):
@@ -303,12 +333,15 @@ class Block(nn.Module):
         super().__init__()
         self.norm1, self.norm2 = nn.RMSNorm(cfg.n_embd), nn.RMSNorm(cfg.n_embd)
         self.attn = Attention(cfg)
+        self.canon_attn, self.canon_mlp = Canon(cfg.n_embd), Canon(cfg.n_embd)
         self.mlp = nn.Sequential(nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False), nn.GELU(),
                                  nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False))
 
-    def forward(self, x, cos, sin, backend, mask, kv_cache, layer):
-        x = x + self.attn(self.norm1(x), cos, sin, backend, mask, kv_cache, layer)
-        return x + self.mlp(self.norm2(x))
+    def forward(self, x, cos, sin, backend, mask, kv_cache, layer, keep):
+        h = self.canon_attn(self.norm1(x), keep, kv_cache, (layer, "attn"))
+        x = x + self.attn(h, cos, sin, backend, mask, kv_cache, layer)
+        h = self.canon_mlp(self.norm2(x), keep, kv_cache, (layer, "mlp"))
+        return x + self.mlp(h)
 
 
 class GPT(nn.Module):
@@ -365,7 +398,7 @@ class GPT(nn.Module):
         for j, emb in enumerate(self.shift_wte, start=1):  # the token j positions back
             x = x + emb(history[:, SHIFT - j:SHIFT - j + T])
         for layer, block in enumerate(self.blocks):
-            x = block(x, cos, sin, self.attn, mask, kv_cache, layer)
+            x = block(x, cos, sin, self.attn, mask, kv_cache, layer, idx != self.pad_id)
         if kv_cache is not None:
             kv_cache.length += T
             kv_cache.last = history[:, -SHIFT:]
@@ -475,6 +508,10 @@ def load_checkpoint(path, expect_config=None):
     cfg = GPTConfig(**ckpt["config"])
     if cfg.vocab_size != get_tokenizer().n_vocab:
         raise CheckpointError(f"{path} has vocab_size {cfg.vocab_size}, the tokenizer has {get_tokenizer().n_vocab}")
+    with torch.device("meta"):  # the weights this code's model has, without allocating them
+        ours = {k: tuple(v.shape) for k, v in GPT(cfg).state_dict().items()}
+    if {k: tuple(v.shape) for k, v in ckpt["model"].items()} != ours:
+        raise CheckpointError(f"{path} holds the weights of another version of model.py: retrain it")
     if expect_config is not None and cfg != expect_config:
         diff = ", ".join(f"{k}={v} (want {getattr(expect_config, k)})" for k, v in asdict(cfg).items() if getattr(expect_config, k) != v)
         raise CheckpointError(f"{path} has an incompatible model config: {diff}")

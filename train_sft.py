@@ -37,12 +37,13 @@ def batch_indices(seed, step, n_examples, batch_size):
 
 
 def make_optimizer(model, lr, muon_lr):
-    """Muon for the weight matrices inside the blocks, AdamW for the embeddings and norm gains;
-    each group keeps its peak learning rate, which the schedule scales."""
+    """Muon for the weight matrices of the blocks' linear layers; AdamW for the embeddings, the norm
+    gains and the Canon weights (not linear maps). Each group keeps its peak lr, which the schedule scales."""
+    linear = {id(m.weight) for m in model.blocks.modules() if isinstance(m, torch.nn.Linear)}
     inside, rest = [], []
-    for n, p in model.named_parameters():
+    for p in model.parameters():
         if p.requires_grad:
-            (inside if n.startswith("blocks.") and p.dim() == 2 else rest).append(p)
+            (inside if id(p) in linear else rest).append(p)
     return Muon([{"params": inside, "muon": True, "lr": muon_lr, "peak_lr": muon_lr},
                  {"params": rest, "muon": False, "lr": lr, "peak_lr": lr}])
 

@@ -63,7 +63,7 @@ def test_cuda_backend_falls_back_to_sdpa_with_a_warning():
 
 @pytest.mark.parametrize("attn", ["math", "sdpa"])
 def test_kv_cache_matches_full_forward(attn):
-    m = tiny_model(attn)
+    m = tiny_model(attn)  # its Canon weights are random, not zero: the cache must carry their inputs
     x = torch.randint(0, 270, (2, 20))
     full = m(x)
     cache = KVCache(m.cfg.n_layer, 20)
@@ -162,6 +162,11 @@ def test_checkpoint_from_another_tokenizer_or_config_is_refused(tmp_path):
     other = GPTConfig(**{**m.cfg.__dict__, "n_layer": 3})
     with pytest.raises(CheckpointError, match="n_layer=2 .want 3."):
         load_checkpoint(path, expect_config=other)
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["model"]["blocks.0.canon_attn.weight"]  # as a model.py without Canon layers saved it
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="another version of model.py"):
+        load_checkpoint(path)
 
 
 def test_missing_or_garbage_checkpoint_is_a_clear_error(tmp_path):
