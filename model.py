@@ -253,7 +253,7 @@ def rope_tables(head_dim, length, base):
 
 
 def apply_rope(x, cos, sin):
-    """Rotate each pair (x1_i, x2_i) of x (B, H, T, D) by its position's angle; cos, sin: (B, 1, T, D/2)."""
+    """Rotate each pair (x1_i, x2_i) of x (..., B, H, T, D) by its position's angle; cos, sin: (B, 1, T, D/2)."""
     x1, x2 = x.float().chunk(2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
 
@@ -289,7 +289,8 @@ class Canon(nn.Module):
     """x_t + sum_j w_j o x_{t-j}, j = 0..SHIFT: a causal depthwise convolution over the last 4
     positions, added to its input (the Canon layers of Physics of Language Models part 4.1). It
     hands each position what its neighbours computed in the layer below, so that one attention
-    layer can look up a key that sits a few tokens away from the value it must fetch."""
+    layer can look up a key that sits a few tokens away from the value it must fetch. On the
+    tiny run (results/sft_tiny_ablation.md): greedy accuracy on d <= 2 from 0.71 to 0.97."""
 
     def __init__(self, n_embd):
         super().__init__()
@@ -320,8 +321,8 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, backend, mask, kv_cache, layer):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, D)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
+        (q, k), v = apply_rope(qkv[:2], cos, sin), qkv[2]  # q and k rotated in one call
         if kv_cache is not None:
             k, v = kv_cache.append(layer, k, v)
         y = attention(q, k, v, backend, mask)  # (B, H, T, D)
@@ -397,8 +398,9 @@ class GPT(nn.Module):
         x = self.wte(idx)  # (B, T, C)
         for j, emb in enumerate(self.shift_wte, start=1):  # the token j positions back
             x = x + emb(history[:, SHIFT - j:SHIFT - j + T])
+        keep = idx != self.pad_id  # (B, T): the Canon layers must not pass padding on
         for layer, block in enumerate(self.blocks):
-            x = block(x, cos, sin, self.attn, mask, kv_cache, layer, idx != self.pad_id)
+            x = block(x, cos, sin, self.attn, mask, kv_cache, layer, keep)
         if kv_cache is not None:
             kv_cache.length += T
             kv_cache.last = history[:, -SHIFT:]
@@ -426,7 +428,7 @@ def sample_next(logits, temperature, top_k, generator=None):
     return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
 
 
-@torch.no_grad()
+@torch.inference_mode()  # like no_grad, and lighter per operation: nothing here is ever differentiated
 def generate(model, prompts, max_new_tokens, pad_id, stop_ids=(), temperature=0.0, top_k=None, generator=None):
     """Continue each prompt (a list of token ids) until it emits a token of stop_ids or has
     max_new_tokens new tokens. Prompts are left-padded into one batch and decoded together with
