@@ -61,19 +61,23 @@ def resolve_attention(name):
 
 
 def attention(q, k, v, backend, mask=None):
-    """softmax(Q K^T / sqrt(d)) V, causal. q: (B, H, Tq, D), k and v: (B, H, Tk, D).
-    mask: None for the plain causal case (Tq == Tk), else a bool (B, 1, Tq, Tk), True = may attend."""
+    """softmax(Q K^T / sqrt(d)) V, causal. q: (B, H, Tq, D), k and v: (B, H, Tk, D), the queries
+    being the last Tq of the Tk positions (Tq = 1: the new token of a KV-cached step, which sees
+    every key). mask: None for plain causal attention, else a bool (B, 1, Tq, Tk), True = may attend."""
+    Tq, Tk = q.size(-2), k.size(-2)
     if backend == "cuda":
         reason = _flash_refuses(q, k, v, mask)
         if reason is None:
             return FlashAttentionCUDA.apply(q, k, v)
         _warn_once(f"cuda: {reason}", f"--attn cuda: {reason}; using sdpa there")
         backend = "sdpa"
+    if mask is None and 1 < Tq < Tk:  # sdpa's is_causal aligns the first query with the first key
+        mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
     if backend == "sdpa":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and Tq > 1)
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, H, Tq, Tk)
     if mask is None:
-        mask = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=q.device).tril()
+        mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
     scores = scores.masked_fill(~mask, float("-inf"))
     return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
 
@@ -445,6 +449,7 @@ def generate(model, prompts, max_new_tokens, pad_id, stop_ids=(), temperature=0.
         idx[i, T0 - len(p):] = torch.tensor(p, dtype=torch.long)
         real[i, T0 - len(p):] = True
     lengths = real[:, :T0].sum(1)  # (B,)
+    padded = bool((lengths < T0).any())  # without padding the decode steps need no mask at all
     positions = (real[:, :T0].cumsum(1) - 1).clamp(min=0)  # rotary positions count real tokens only
     # prefill: causal, and no attention to padding (a padding query sees itself, so no row is empty)
     causal = torch.ones(T0, T0, dtype=torch.bool, device=device).tril()
@@ -462,8 +467,8 @@ def generate(model, prompts, max_new_tokens, pad_id, stop_ids=(), temperature=0.
         done |= torch.isin(token, stop)
         if bool(done.all()) or t == max_new_tokens - 1:
             break
-        logits = model(token[:, None], positions=(lengths + t)[:, None],
-                       mask=real[:, None, None, :T0 + t + 1], kv_cache=cache)[:, -1]
+        mask = real[:, None, None, :T0 + t + 1] if padded else None  # a new token sees every real one
+        logits = model(token[:, None], positions=(lengths + t)[:, None], mask=mask, kv_cache=cache)[:, -1]
     tokens, logprobs = torch.stack(tokens, 1).tolist(), torch.stack(logprobs, 1).tolist()
     out_tokens, out_logprobs = [], []
     for row, lp in zip(tokens, logprobs):

@@ -62,16 +62,25 @@ def test_cuda_backend_falls_back_to_sdpa_with_a_warning():
 
 
 @pytest.mark.parametrize("attn", ["math", "sdpa"])
-def test_kv_cache_matches_full_forward(attn):
+@pytest.mark.parametrize("with_mask", [True, False])  # generate passes no mask where nothing is padded
+def test_kv_cache_matches_full_forward(attn, with_mask):
     m = tiny_model(attn)  # its Canon weights are random, not zero: the cache must carry their inputs
     x = torch.randint(0, 270, (2, 20))
     full = m(x)
     cache = KVCache(m.cfg.n_layer, 20)
     pieces = [m(x[:, :7], kv_cache=cache)]
     for t in range(7, 20):
-        mask = torch.ones(2, 1, 1, t + 1, dtype=torch.bool)
+        mask = torch.ones(2, 1, 1, t + 1, dtype=torch.bool) if with_mask else None
         pieces.append(m(x[:, t:t + 1], positions=torch.full((2, 1), t), mask=mask, kv_cache=cache))
     assert torch.allclose(torch.cat(pieces, 1), full, atol=1e-5)
+
+
+@pytest.mark.parametrize("attn", ["math", "sdpa"])
+def test_queries_that_are_the_last_of_the_keys_see_every_key_before_them(attn):
+    q, k, v = torch.randn(3, 2, 2, 9, 8).unbind(0)
+    full = attention(q, k, v, attn)  # (B, H, 9, D): plain causal attention
+    for Tq in (1, 4):  # the last Tq positions as queries against all 9 keys, no mask given
+        assert torch.allclose(attention(q[:, :, -Tq:], k, v, attn), full[:, :, -Tq:], atol=1e-6)
 
 
 def test_batched_generation_with_padding_matches_full_forward_of_each_sequence():
