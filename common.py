@@ -44,14 +44,16 @@ class Preset:
     muon_lr: float = 0.02   # Muon's peak: the weight matrices inside the blocks
     sweep_widths: tuple = ()  # the smaller SFT sizes run.sh trains too (train-time vs test-time compute)
     # reward models (train_prm.py)
-    prm_problems: int = 256         # training problems the policy samples solutions to
-    prm_samples: int = 8            # K: solutions sampled per training problem
+    prm_problems: int = 2048        # training problems the policy samples solutions to
+    prm_samples: int = 1            # K: solutions sampled per training problem
+    prm_flawed: int = 8192          # F: more training problems, each adding its reference solution and a flawed copy
     prm_temperature: float = 1.0    # sampling temperature for solutions and Monte Carlo rollouts
     prm_rollouts: int = 4           # M: rollouts per step for --labels mc-hard / mc-soft
     prm_agreement_samples: int = 64  # solutions whose steps get 1, 4, 16 rollouts to compare with the oracle
-    prm_steps: int = 300            # optimizer steps, for the PRM and again for the ORM
+    prm_steps: int = 600            # optimizer steps, for the PRM and again for the ORM
     prm_batch_size: int = 64        # sequences per optimizer step
-    prm_lr: float = 3e-4            # small: the trunk starts from the SFT policy
+    prm_lr: float = 1e-3            # AdamW's peak (embeddings, gains, the scalar head)
+    prm_muon_lr: float = 0.02       # Muon's peak (the blocks' matrices), as in SFT
     prm_eval_problems: int = 24     # test problems per difficulty bin for the AUROC and best-of-N
     prm_best_of: int = 64           # the largest N of best-of-N (N = 1, 2, 4, ..., this)
     # reinforcement learning (train_rl.py); the defaults are the tiny preset's
@@ -77,7 +79,7 @@ PRESETS = {
     "test": Preset(TaskConfig(n_assign=6, max_train_d=2, max_eval_d=4), n_train=400, n_val=32, n_test_per_bin=8,
                    n_layer=2, n_head=2, n_embd=32, block_size=128,
                    sft_steps=6, batch_size=8, micro_batch=4, lr=3e-3, warmup=2, eval_every=3, eval_problems=8,
-                   prm_problems=8, prm_samples=2, prm_agreement_samples=4, prm_steps=4, prm_batch_size=8,
+                   prm_problems=8, prm_samples=2, prm_flawed=8, prm_agreement_samples=4, prm_steps=4, prm_batch_size=8,
                    prm_eval_problems=2, prm_best_of=4, rl_iterations=2, rl_rollouts=8, rl_minibatch=4, rl_eval_every=1,
                    sweep_widths=(16,)),
     # minutes on a 2-core CPU
@@ -90,7 +92,8 @@ PRESETS = {
                     n_layer=6, n_head=6, n_embd=384, block_size=448,
                     sft_steps=3000, batch_size=128, micro_batch=64, lr=1e-3, warmup=200, eval_every=500,
                     # the PRM and RL sizes below have not been run yet (no GPU so far): first guesses
-                    prm_problems=2048, prm_agreement_samples=256, prm_steps=1500, prm_batch_size=128, prm_lr=1e-4,
+                    prm_samples=8, prm_flawed=32768, prm_agreement_samples=256, prm_steps=1500, prm_batch_size=128,
+                    prm_lr=1e-4, prm_muon_lr=0.005,
                     prm_eval_problems=100, rl_iterations=200, rl_rollouts=256, rl_minibatch=64, rl_lr=3e-5,
                     rl_eval_every=20, sweep_widths=(128, 256)),
 }
@@ -227,6 +230,18 @@ class Muon(torch.optim.Optimizer):
                     m.lerp_(g, 1 - b1)
                     v.lerp_(g * g, 1 - b2)
                     p.addcdiv_(m / (1 - b1 ** t), (v / (1 - b2 ** t)).sqrt() + group["eps"], value=-lr)
+
+
+def make_optimizer(model, lr, muon_lr):
+    """Muon for the weight matrices of the blocks' linear layers; AdamW for the embeddings, the norm
+    gains and the Canon weights (not linear maps). Each group keeps its peak lr, which the schedule scales."""
+    linear = {id(m.weight) for m in model.blocks.modules() if isinstance(m, torch.nn.Linear)}
+    inside, rest = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (inside if id(p) in linear else rest).append(p)
+    return Muon([{"params": inside, "muon": True, "lr": muon_lr, "peak_lr": muon_lr},
+                 {"params": rest, "muon": False, "lr": lr, "peak_lr": lr}])
 
 
 # ----------------------------------------------------------------------------- data

@@ -7,8 +7,11 @@ where they land (Lightman et al. 2023, "Let's Verify Step by Step"). o1 needs su
 twice: as a reward for RL (train_rl.py) and to steer search at test time (search.py).
 
 1. Sample K solutions to training problems from the SFT policy at a temperature (one batched,
-   KV-cached generate call per batch). The policy still makes mistakes, so there are good and
-   bad steps to learn from.
+   KV-cached generate call per batch). A good policy makes few mistakes, too few to learn from,
+   and a reward model that sees few problems learns them by heart, not how to check a step. So
+   F more training problems each add a pair at no sampling cost: the reference chain of thought
+   and a flawed copy (data/task.flawed_solution_text: one wrong result, operand, definition,
+   extra or skipped step, carried on to the answer).
 2. Label every step two ways. The oracle: the verifier (data/verify.py) says whether the step
    and every step still standing before it are right. Monte Carlo, as a lab without an oracle
    must (Wang et al. 2023, "Math-Shepherd"): from the prefix that ends at the step, roll out M
@@ -51,10 +54,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (PRESETS, UserError, aggregate, autocast, lr_at, oracle_step_labels, outcome_scores, parse,
+from common import (PRESETS, UserError, aggregate, autocast, lr_at, make_optimizer, oracle_step_labels, outcome_scores, parse,
                     read_split, read_task, run_cli, setup_device, stage_parser, step_ends, step_scores, teardown,
                     write_json)
-from data.task import EOT, PAD, Problem, parse_problem, prompt_text
+from data.task import EOT, PAD, Problem, flawed_solution_text, parse_problem, prompt_text
 from data.tokenizer import decode, encode, special_id
 from data.verify import verify
 from model import generate, load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -288,18 +291,19 @@ def reward_batch(examples, device):
     return x.to(device), targets.to(device)
 
 
-def train_reward_model(model, examples, steps, batch_size, lr, seed, desc):
+def train_reward_model(model, examples, steps, batch_size, lr, muon_lr, seed, desc):
     """Binary cross-entropy on the scalar head at the labelled positions; every weight trains,
-    starting from the SFT policy's, which already reads the task. Returns the loss history and
-    the number of tokens trained on (padding included: it is computed)."""
+    starting from the SFT policy's, which already reads the task, with the SFT's optimizer (Muon
+    for the blocks' matrices, AdamW for the rest). Returns the loss history and the number of
+    tokens trained on (padding included: it is computed)."""
     device = model.wte.weight.device
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
+    optimizer = make_optimizer(model, lr, muon_lr)
     g = torch.Generator().manual_seed(seed)
     history, tokens = [], 0
     model.train()
     for step in (bar := tqdm(range(steps), desc=desc, leave=False)):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, steps, lr, max(1, steps // 20))
+            group["lr"] = lr_at(step, steps, group["peak_lr"], max(1, steps // 20))
         x, targets = reward_batch([examples[i] for i in torch.randint(len(examples), (batch_size,), generator=g)], device)
         with autocast(device):
             scores = model(x, head="scalar")  # (B, T) logits
@@ -327,17 +331,21 @@ def main(argv=None):
                         help="step scores -> solution score for the printed summary; metrics hold all (default: min)")
     parser.add_argument("--problems", type=int, help="training problems to sample solutions to (default: the preset's)")
     parser.add_argument("--samples", type=int, help="K, solutions per training problem (default: the preset's)")
+    parser.add_argument("--flawed", type=int, help="F, training problems that add their reference solution and a flawed "
+                                                   "copy (default: the preset's; 0: the policy's samples only)")
     parser.add_argument("--rollouts", type=int, help="M, rollouts per step for Monte Carlo labels (default: the preset's)")
     parser.add_argument("--agreement-samples", type=int, help="solutions whose steps measure Monte Carlo vs oracle")
     parser.add_argument("--steps", type=int, help="optimizer steps for the PRM and for the ORM (default: the preset's)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    parser.add_argument("--lr", type=float, help="peak AdamW learning rate, embeddings, gains, the head (default: the preset's)")
+    parser.add_argument("--muon-lr", type=float, help="peak Muon learning rate, the blocks' matrices (default: the preset's)")
     parser.add_argument("--eval-problems", type=int, help="test problems per difficulty bin (default: the preset's)")
     parser.add_argument("--best-of", type=int, help="largest N of best-of-N (default: the preset's)")
     args = parse(parser, argv)
     t0, preset = time.time(), PRESETS[args.preset]
     n_problems, k = args.problems or preset.prm_problems, args.samples or preset.prm_samples
+    n_flawed = args.flawed if args.flawed is not None else preset.prm_flawed
     m, steps = args.rollouts or preset.prm_rollouts, args.steps or preset.prm_steps
-    lr, temperature = args.lr or preset.prm_lr, preset.prm_temperature
+    lr, muon_lr, temperature = args.lr or preset.prm_lr, args.muon_lr or preset.prm_muon_lr, preset.prm_temperature
     n_eval, best_of = args.eval_problems or preset.prm_eval_problems, args.best_of or preset.prm_best_of
     n_agree = args.agreement_samples if args.agreement_samples is not None else preset.prm_agreement_samples
 
@@ -364,6 +372,13 @@ def main(argv=None):
     print(f"prm: {len(train)} solutions to {len(train_records)} training problems at temperature {temperature}: "
           f"{sum(s.correct for s in train) / len(train):.3f} right answers, "
           f"{right_steps(train):.3f} of {sum(len(s.labels) for s in train)} steps right (oracle)")
+    rng = random.Random(args.seed)
+    more = read_split(args.out, "train")[-n_flawed:] if n_flawed else []  # the split's end: other problems
+    pairs = [judge(r, encode(prompt_text(r["problem"])), encode(solution), task.p) for r in more
+             for solution in (r["solution"], flawed_solution_text(parse_problem(r["problem"], task.p), task.p, rng))]
+    if pairs:
+        print(f"prm: and {n_flawed} reference solutions with a flawed copy each (data/task.py): "
+              f"{right_steps(pairs[1::2]):.3f} of the flawed copies' steps right")
     seconds["sample"] = time.time() - t
 
     # ---- 2. Monte Carlo labels: the agreement curve on a subset; every step if the PRM learns from them
@@ -377,6 +392,7 @@ def main(argv=None):
         print(f"prm: Monte Carlo M={row['rollouts']:>2} vs oracle on {row['steps']} steps: agreement {row['hard_agreement']:.3f}, "
               f"soft AUROC {fmt(row['soft_auroc'])}, {row['generated_tokens_per_step']:.0f} tokens per step")
     label_tokens = 0
+    sampled, train = train, train + pairs  # what the reward models learn from
     if args.labels == "oracle":
         labels = [s.labels for s in train]
     else:
@@ -390,10 +406,10 @@ def main(argv=None):
     prm = model_from_checkpoint(sft, attn=args.attn).to(d.device)
     n_params = sum(p.numel() for p in prm.parameters())
     prm_history, prm_tokens = train_reward_model(prm, [(s.tokens, s.ends, y) for s, y in zip(train, labels)],
-                                     steps, batch_size, lr, args.seed, "prm train")
+                                     steps, batch_size, lr, muon_lr, args.seed, "prm train")
     orm = model_from_checkpoint(sft, attn=args.attn).to(d.device)
     orm_history, orm_tokens = train_reward_model(orm, [(s.tokens, [len(s.tokens) - 1], [float(s.correct)]) for s in train],
-                                     steps, batch_size, lr, args.seed, "orm train")
+                                     steps, batch_size, lr, muon_lr, args.seed, "orm train")
     state = dict(step=steps, preset=args.preset, labels=args.labels, sft_step=sft["step"])
     save_checkpoint(os.path.join(args.out, "prm", "ckpt.pt"), prm, kind="prm", loss_history=prm_history, **state)
     save_checkpoint(os.path.join(args.out, "prm", "orm.pt"), orm, kind="orm", loss_history=orm_history, **state)
@@ -430,12 +446,13 @@ def main(argv=None):
     metrics = {
         "stage": "prm", "preset": args.preset, "device": str(d.device), "labels": args.labels, "agg": args.agg,
         "train_problems": len(train_records), "samples_per_problem": k, "temperature": temperature,
-        "train_solutions": len(train), "train_answer_accuracy": sum(s.correct for s in train) / len(train),
+        "flawed_problems": n_flawed, "train_solutions": len(train),
+        "train_answer_accuracy": sum(s.correct for s in sampled) / len(sampled),
         "train_step_labels": sum(len(s.labels) for s in train), "train_step_right_fraction": right_steps(train),
         "train_step_right_fraction_by_difficulty": {str(b): right_steps([s for s in train if s.difficulty == b])
                                                     for b in sorted({s.difficulty for s in train})},
         "monte_carlo_rollouts": m if args.labels != "oracle" else None, "monte_carlo_label_tokens": label_tokens,
-        "steps": steps, "batch_size": batch_size, "lr": lr,
+        "steps": steps, "batch_size": batch_size, "lr": lr, "muon_lr": muon_lr,
         # compute: 6 x params per trained token (PRM and ORM), 2 x params per sampled token (solutions, labels)
         "train_flops": n_params * (6 * (prm_tokens + orm_tokens)
                                    + 2 * (sum(len(s.tokens) for s in train) + label_tokens)),

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from common import (PRESETS, UserError, accuracy_table, autocast, encode_examples, evaluate_policy, lr_at,
-                    make_batch, Muon, parse, read_split, read_task, run_cli, setup_device, stage_parser, teardown,
+                    make_batch, make_optimizer, parse, read_split, read_task, run_cli, setup_device, stage_parser, teardown,
                     write_json)
 from model import GPT, load_checkpoint, save_checkpoint
 
@@ -34,18 +34,6 @@ def batch_indices(seed, step, n_examples, batch_size):
     and a run on any number of processes see exactly the same batches."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     return torch.randint(n_examples, (batch_size,), generator=g).tolist()
-
-
-def make_optimizer(model, lr, muon_lr):
-    """Muon for the weight matrices of the blocks' linear layers; AdamW for the embeddings, the norm
-    gains and the Canon weights (not linear maps). Each group keeps its peak lr, which the schedule scales."""
-    linear = {id(m.weight) for m in model.blocks.modules() if isinstance(m, torch.nn.Linear)}
-    inside, rest = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (inside if id(p) in linear else rest).append(p)
-    return Muon([{"params": inside, "muon": True, "lr": muon_lr, "peak_lr": muon_lr},
-                 {"params": rest, "muon": False, "lr": lr, "peak_lr": lr}])
 
 
 def main(argv=None, stop_after=None):

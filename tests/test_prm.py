@@ -199,9 +199,10 @@ def test_a_missing_sft_checkpoint_is_one_line(sft_dir, tmp_path):
 
 
 def test_train_prm_writes_both_reward_models_and_the_metrics(sft_dir):
-    flags = ["--problems", "6", "--samples", "2", "--agreement-samples", "2", "--steps", "3", "--eval-problems", "2",
-             "--best-of", "4", "--labels", "mc-soft", "--rollouts", "2"]
+    flags = ["--problems", "6", "--samples", "2", "--flawed", "5", "--agreement-samples", "2", "--steps", "3",
+             "--eval-problems", "2", "--best-of", "4", "--labels", "mc-soft", "--rollouts", "2"]
     metrics = train_prm.main(["--preset", "test", "--out", str(sft_dir), *flags])
+    assert metrics["train_solutions"] == 6 * 2 + 5 * 2  # the samples, then a reference and a flawed copy per problem
     assert set(metrics["step_auroc_by_difficulty"]) == set(metrics["accuracy_by_difficulty"]) == {"1", "2", "3", "4"}
     assert [r["rollouts"] for r in metrics["monte_carlo_agreement"]] == [1, 4, 16]
     budgets = {r["budget"] for r in metrics["best_of_n"] if r["method"] == "prm_min"}

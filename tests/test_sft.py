@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import train_sft
-from common import PRESETS, Muon, lr_at, make_batch, orthogonalize, run_cli
+from common import PRESETS, Muon, lr_at, make_batch, make_optimizer, orthogonalize, run_cli
 from data.tokenizer import decode, encode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,7 +135,7 @@ def test_width_is_the_size_knob_and_writes_its_own_directory(data_dir, tmp_path)
 def test_muon_takes_the_linear_weights_and_adamw_the_rest():
     from model import GPT
     model = GPT(PRESETS["test"].model_config())
-    muon, adamw = train_sft.make_optimizer(model, 1e-3, 0.02).param_groups
+    muon, adamw = make_optimizer(model, 1e-3, 0.02).param_groups
     linear = [m.weight for m in model.blocks.modules() if isinstance(m, torch.nn.Linear)]
     assert {id(p) for p in muon["params"]} == {id(p) for p in linear}
     assert any(p is model.blocks[0].canon_attn.weight for p in adamw["params"])  # a (4, C) matrix, not a linear map
