@@ -19,15 +19,16 @@ current() {  # current FILE INPUT...: FILE exists and is newer than every INPUT
   for input in "$@"; do [ "$file" -nt "$input" ] || return 1; done
 }
 
+exec 3>&1  # stage() writes its one-line summaries to fd 3: stdout here, a file in the side lane
 stage() {  # stage NAME OUTPUT "INPUTS" COMMAND...: run COMMAND unless OUTPUT is current
   local name=$1 output=$2 inputs=$3; shift 3
   if current "$output" $inputs; then
-    echo "run.sh: $name is up to date ($output)"
+    echo "run.sh: $name is up to date ($output)" >&3
     return
   fi
   local t0=$SECONDS
   "$@"
-  echo "run.sh: $name done in $((SECONDS - t0))s"
+  echo "run.sh: $name done in $((SECONDS - t0))s" >&3
 }
 
 resume_flag() {  # --resume when a killed run left a checkpoint behind
@@ -42,12 +43,14 @@ stage prepare "$OUT/data/meta.json" "data/task.py data/tokenizer.py" \
 # the extra SFT runs (smaller widths, self-correction) that need only the data. Small models do
 # not use 2 threads well: on a 2-core CPU two 1-thread runs at once finish sooner than in turn.
 THREADS=$(( $("$PY" -c 'import os; print(os.cpu_count() or 2)') / 2 )); THREADS=$(( THREADS > 0 ? THREADS : 1 ))
-SIDE_LOG=$OUT/side_lane.log
+SIDE_LOG=$OUT/side_lane.log SIDE_SUMMARY=$OUT/side_lane.summary
+: >"$SIDE_SUMMARY"
 logged() { "$@" >>"$SIDE_LOG" 2>&1; }  # the side lane's progress bars go to its log, its summaries here
 WIDTHS=$("$PY" -c "from common import PRESETS; print(*PRESETS['$PRESET'].sweep_widths)")
 SC=$OUT/selfcorrect W=${WIDTHS##* }  # self-correction at the largest sweep width
 (
   export OMP_NUM_THREADS=$THREADS
+  exec 3>>"$SIDE_SUMMARY"  # on the terminal its summaries would land inside the main lane's progress bars
   # train-time against test-time compute: the same SFT at smaller widths
   for W in $WIDTHS; do
     stage "sft (width $W)" "$OUT/sft_w$W/metrics.json" "$OUT/data/meta.json" \
@@ -62,7 +65,7 @@ SC=$OUT/selfcorrect W=${WIDTHS##* }  # self-correction at the largest sweep widt
 ) &
 side=$!
 trap 'pkill -P "$side" 2>/dev/null; kill "$side" 2>/dev/null || true' EXIT  # main lane failed or interrupted: stop the side lane
-echo "run.sh: the extra SFT runs (widths $WIDTHS, self-correction) run beside the main chain; their output is in $SIDE_LOG"
+echo "run.sh: the extra SFT runs (widths $WIDTHS, self-correction) run beside the main chain; their output is in $SIDE_LOG, their summaries follow the main chain's"
 (
   export OMP_NUM_THREADS=$THREADS
   stage sft "$OUT/sft/metrics.json" "$OUT/data/meta.json" \
@@ -74,7 +77,8 @@ echo "run.sh: the extra SFT runs (widths $WIDTHS, self-correction) run beside th
   stage "search (sft policy)" "$OUT/search/scaling.json" "$OUT/prm/metrics.json" \
     "$PY" search.py "${common[@]}" --method all --budget 1,4,16 --policy sft
 )
-wait "$side" || { echo "run.sh: an extra SFT run failed: see $SIDE_LOG" >&2; exit 1; }
+wait "$side" || { cat "$SIDE_SUMMARY"; echo "run.sh: an extra SFT run failed: see $SIDE_LOG" >&2; exit 1; }
+cat "$SIDE_SUMMARY"
 trap - EXIT
 
 # every core again: the RL policy's grid and the smaller widths' grids
