@@ -54,8 +54,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (PRESETS, UserError, aggregate, autocast, lr_at, make_optimizer, oracle_step_labels, outcome_scores, parse,
-                    read_split, read_task, run_cli, setup_device, stage_parser, step_ends, step_scores, teardown,
+from common import (PRESETS, UserError, aggregate, autocast, lr_at, make_optimizer, oracle_step_labels, outcome_scores,
+                    parse, read_split, read_task, run_cli, setup_device, stage_parser, step_ends, step_scores, teardown,
                     write_json)
 from data.task import EOT, PAD, Problem, flawed_solution_text, parse_problem, prompt_text
 from data.tokenizer import decode, encode, special_id
