@@ -45,7 +45,7 @@ stage prepare "$OUT/data/meta.json" "data/task.py data/tokenizer.py" \
 THREADS=$(( $("$PY" -c 'import os; print(os.cpu_count() or 2)') / 2 )); THREADS=$(( THREADS > 0 ? THREADS : 1 ))
 SIDE_LOG=$OUT/side_lane.log SIDE_SUMMARY=$OUT/side_lane.summary
 : >"$SIDE_SUMMARY"
-logged() { "$@" >>"$SIDE_LOG" 2>&1; }  # the side lane's progress bars go to its log, its summaries here
+logged() { "$@" >>"$SIDE_LOG" 2>&1; }  # the side lane's progress bars go to its log, its summaries to SIDE_SUMMARY
 WIDTHS=$("$PY" -c "from common import PRESETS; print(*PRESETS['$PRESET'].sweep_widths)")
 SC=$OUT/selfcorrect W=${WIDTHS##* }  # self-correction at the largest sweep width
 (

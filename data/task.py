@@ -151,6 +151,7 @@ def flawed_solution_text(problem, p, rng):
     defs, order, true = problem.by_var(), needed_steps(problem), values(problem, p)
     flaw, j = rng.choice(FLAWS if len(order) > 1 else FLAWS[:-1]), rng.randrange(len(order))
     written = {a.var: a.args[0] for a in problem.assignments if a.op is None}  # the values the chain uses
+    others = [b for b in problem.assignments if b.var not in order]  # what an extra step can write
     out = []
 
     def write(a, operand_error=0, result_error=0):
@@ -166,7 +167,6 @@ def flawed_solution_text(problem, p, rng):
         elif i == j and flaw == "definition":
             write(Assignment(a.var, rng.choice([op for op in OPS if op != a.op]), a.args))
         else:
-            others = [b for b in problem.assignments if b.var not in order]
             if i == j and flaw == "extra" and others:
                 b = rng.choice(others)
                 write(b if b.op else Assignment(b.var, rng.choice(OPS), (b.args[0], rng.randrange(p))))
