@@ -1,5 +1,6 @@
 """Plumbing every stage shares, in one place: presets, the command line, device and DDP setup,
-the learning-rate schedule, batches of token ids, greedy evaluation by the verifier, JSON files.
+the learning-rate schedule, batches of token ids, greedy evaluation by the verifier, intervals
+and paired comparisons, JSON files.
 Nothing here is about the o1 recipe itself; the stage scripts are.
 """
 import argparse
@@ -43,6 +44,9 @@ class Preset:
     eval_problems: int = 128  # problems in a quick evaluation
     muon_lr: float = 0.02   # Muon's peak: the weight matrices inside the blocks
     sweep_widths: tuple = ()  # the smaller SFT sizes run.sh trains too (train-time vs test-time compute)
+    # the search grid (search.py): test problems per bin, in the phenomena bins (common.phenomena_bins) and elsewhere
+    grid_problems: int = 200
+    grid_problems_other: int = 50
     # reward models (train_prm.py)
     prm_problems: int = 2048        # training problems the policy samples solutions to
     prm_samples: int = 1            # K: solutions sampled per training problem
@@ -81,14 +85,17 @@ PRESETS = {
                    sft_steps=6, batch_size=8, micro_batch=4, lr=3e-3, warmup=2, eval_every=3, eval_problems=8,
                    prm_problems=8, prm_samples=2, prm_flawed=8, prm_agreement_samples=4, prm_steps=4, prm_batch_size=8,
                    prm_eval_problems=2, prm_best_of=4, rl_iterations=2, rl_rollouts=8, rl_minibatch=4, rl_eval_every=1,
-                   sweep_widths=(16,)),
-    # minutes on a 2-core CPU
-    "tiny": Preset(TaskConfig(n_assign=6, max_train_d=2, max_eval_d=4), n_train=40000, n_val=256, n_test_per_bin=200,
+                   sweep_widths=(16,), grid_problems=3, grid_problems_other=2),
+    # minutes on a 2-core CPU. Training difficulties 1..3 give a graded policy (about 0.9 / 0.75 /
+    # 0.4 greedy: results/regime/README.md), so search, verifiers and RL have problems the policy
+    # sometimes solves; d = 4, 5 are beyond training
+    "tiny": Preset(TaskConfig(n_assign=6, max_train_d=3, max_eval_d=5), n_train=40000, n_val=256, n_test_per_bin=200,
                    n_layer=2, n_head=4, n_embd=96, block_size=128,
-                   sft_steps=2400, batch_size=64, micro_batch=64, lr=3e-3, warmup=60, eval_every=600,
-                   sweep_widths=(24, 48)),
-    # minutes on one GPU: the size the later stages use
-    "small": Preset(TaskConfig(n_assign=16, max_train_d=6, max_eval_d=12), n_train=200000, n_val=512, n_test_per_bin=200,
+                   sft_steps=1600, batch_size=64, micro_batch=64, lr=3e-3, warmup=60, eval_every=400,
+                   prm_steps=300, sweep_widths=(48,)),
+    # minutes on one GPU: the size the later stages use. Training difficulties 1..8 of 16
+    # assignments, to match the tiny preset's graded profile in spirit (not run yet: no GPU so far)
+    "small": Preset(TaskConfig(n_assign=16, max_train_d=8, max_eval_d=12), n_train=200000, n_val=512, n_test_per_bin=200,
                     n_layer=6, n_head=6, n_embd=384, block_size=448,
                     sft_steps=3000, batch_size=128, micro_batch=64, lr=1e-3, warmup=200, eval_every=500,
                     # the PRM and RL sizes below have not been run yet (no GPU so far): first guesses
@@ -247,12 +254,13 @@ def make_optimizer(model, lr, muon_lr):
 # ----------------------------------------------------------------------------- data
 
 def read_split(out, split):
-    """DIR/data/SPLIT.jsonl: one record per problem (problem, difficulty, answer, solution)."""
+    """DIR/data/SPLIT.jsonl: one record per problem (problem, difficulty, solution), each with its
+    line number as "id": the name every per-problem outcome file uses for the problem."""
     path = os.path.join(out, "data", f"{split}.jsonl")
     if not os.path.exists(path):
         raise UserError(f"no data at {path}: run python data/prepare.py --out {out} first")
     with open(path) as f:
-        return [json.loads(line) for line in f]
+        return [{**json.loads(line), "id": i} for i, line in enumerate(f)]
 
 
 def read_task(out):
@@ -289,55 +297,124 @@ def make_batch(examples, device):
 
 @torch.no_grad()
 def evaluate_policy(model, records, task, device, batch_size=256, desc=None):
-    """Greedy decoding on each problem, scored by the verifier, per difficulty bin: the fraction
-    of right final answers and the fraction of right steps among the steps written."""
+    """Greedy decoding on each problem, scored by the verifier. Per difficulty bin: the fraction of
+    right final answers with its n and 95% interval, and the fraction of right steps among the
+    steps written; and every problem's outcome (id, difficulty, right or wrong, tokens), so that
+    any interval or paired comparison can be recomputed from the file."""
     from tqdm import tqdm
     model.eval()
-    bins = {}
     eot, back = special_id(EOT), special_id(BACK)
     order = sorted(range(len(records)), key=lambda i: len(records[i]["problem"]))  # similar lengths batch well
+    rows = [None] * len(records)  # per problem: right answer, steps written, right steps, tokens, took a step back
     for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=desc is None, leave=False):
-        chunk = [records[i] for i in order[start:start + batch_size]]
-        prompts = [encode(prompt_text(r["problem"])) for r in chunk]
+        chunk = order[start:start + batch_size]
+        prompts = [encode(prompt_text(records[i]["problem"])) for i in chunk]
         with autocast(device):
             tokens, _ = generate(model, prompts, model.cfg.block_size, special_id(PAD), stop_ids=(eot,))
-        for r, out in zip(chunk, tokens):
-            v = verify(parse_problem(r["problem"], task.p), decode(out), task.p)
-            b = bins.setdefault(r["difficulty"], [0] * 6)  # problems, right answers, steps, right steps, tokens, with back
-            b[0] += 1
-            b[1] += v.answer_correct
-            b[2] += len(v.step_correct)
-            b[3] += sum(v.step_correct)
-            b[4] += len(out)
-            b[5] += back in out
+        for i, out in zip(chunk, tokens):
+            v = verify(parse_problem(records[i]["problem"], task.p), decode(out), task.p)
+            rows[i] = (int(v.answer_correct), len(v.step_correct), sum(v.step_correct), len(out), int(back in out))
     model.train()
-    keys = sorted(bins)
+    outcomes = {"problem": [r.get("id", i) for i, r in enumerate(records)], "difficulty": [r["difficulty"] for r in records],
+                "correct": [row[0] for row in rows], "tokens": [row[3] for row in rows]}
+    bins = group_by_difficulty(records)
+    mean = lambda idx, col: sum(rows[i][col] for i in idx) / len(idx)  # noqa: E731
     return {
-        "accuracy": sum(b[1] for b in bins.values()) / max(1, len(records)),
-        "accuracy_by_difficulty": {str(d): bins[d][1] / bins[d][0] for d in keys},
-        "step_accuracy_by_difficulty": {str(d): bins[d][3] / max(1, bins[d][2]) for d in keys},
-        "problems_by_difficulty": {str(d): bins[d][0] for d in keys},
-        "generated_tokens_by_difficulty": {str(d): bins[d][4] / bins[d][0] for d in keys},  # mean per problem
-        "back_rate_by_difficulty": {str(d): bins[d][5] / bins[d][0] for d in keys},  # solutions that take a step back
+        "accuracy": sum(outcomes["correct"]) / max(1, len(records)),
+        **bin_rates({d: [rows[i][0] for i in idx] for d, idx in bins.items()}),
+        "step_accuracy_by_difficulty": {str(d): sum(rows[i][2] for i in idx) / max(1, sum(rows[i][1] for i in idx))
+                                        for d, idx in bins.items()},
+        "generated_tokens_by_difficulty": {str(d): mean(idx, 3) for d, idx in bins.items()},  # mean per problem
+        "back_rate_by_difficulty": {str(d): mean(idx, 4) for d, idx in bins.items()},  # solutions that take a step back
+        "outcomes": outcomes,
     }
 
 
+def group_by_difficulty(records):
+    """{difficulty: [indices of its records]}, bins in increasing difficulty."""
+    bins = {}
+    for i, r in enumerate(records):
+        bins.setdefault(r["difficulty"], []).append(i)
+    return dict(sorted(bins.items()))
+
+
 def accuracy_table(metrics, train_max_d):
-    """The per-bin table every stage prints: difficulty, answer accuracy, step accuracy."""
+    """The per-bin table every stage prints: difficulty, answer accuracy with its interval, step accuracy."""
     acc, step = metrics["accuracy_by_difficulty"], metrics["step_accuracy_by_difficulty"]
-    lines = ["| difficulty | accuracy | step accuracy |", "|---:|---:|---:|"]
+    n, ci = metrics["problems_by_difficulty"], metrics["interval_by_difficulty"]
+    lines = ["| difficulty | problems | accuracy (95% interval) | step accuracy |", "|---:|---:|---:|---:|"]
     for d in acc:
         ood = " (beyond training)" if int(d) > train_max_d else ""
-        lines.append(f"| {d}{ood} | {acc[d]:.3f} | {step[d]:.3f} |")
+        lines.append(f"| {d}{ood} | {n[d]} | {acc[d]:.3f} ({ci[d][0]:.3f}-{ci[d][1]:.3f}) | {step[d]:.3f} |")
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- statistics
+# Every accuracy carries its n and a 95% interval; a claim that one method beats another on the
+# same problems rests on a paired interval of the difference, and is "shown" only when that
+# interval excludes zero.
+
+def wilson(k, n, z=1.96):
+    """The 95% Wilson score interval of a success rate k / n (Wilson 1927). Unlike p +- z sqrt(p(1-p)/n)
+    it stays inside [0, 1] and does not shrink to a point at k = 0 or k = n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p, z2 = k / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def bin_rates(correct_by_bin):
+    """Per bin, from 0/1 outcomes: accuracy, its n and its Wilson interval (the keys every metrics file uses)."""
+    return {"accuracy_by_difficulty": {str(d): sum(c) / len(c) for d, c in correct_by_bin.items()},
+            "problems_by_difficulty": {str(d): len(c) for d, c in correct_by_bin.items()},
+            "interval_by_difficulty": {str(d): list(wilson(sum(c), len(c))) for d, c in correct_by_bin.items()}}
+
+
+def paired_difference(a, b, resamples=4000, seed=0):
+    """mean(a) - mean(b) for two methods' 0/1 outcomes on the same problems (a[i], b[i]: problem i),
+    with its 95% paired bootstrap interval: resample problems with replacement, each problem's
+    pair of outcomes kept together, so what both methods get right or wrong alike adds no noise."""
+    import numpy as np
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired outcomes need the same problems: {len(a)} against {len(b)}")
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(diff.mean()), float(lo), float(hi)
+
+
+def phenomena_bins(max_train_d):
+    """The difficulties where the o1 phenomena are judged: the harder half of the training range
+    (2, 3 of 1..3; 3, 4 of 1..4), where the policy is neither always right nor always wrong."""
+    return list(range(max_train_d // 2 + 1, max_train_d + 1))
+
+
+def verdict(lo, hi):
+    """A claim "A beats B" from the interval of A - B: shown when it lies above zero, not shown when
+    below (B is better), within noise when it holds zero."""
+    return "shown" if lo > 0 else "not shown" if hi < 0 else "within noise"
+
+
 def write_json(path, obj):
+    """Atomically (temporary file, then rename); indented, but a list of numbers on one line."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
+        f.write(_json_text(obj, 0) + "\n")
     os.replace(tmp, path)
+
+
+def _json_text(obj, depth):
+    pad, inner = "  " * depth, "  " * (depth + 1)
+    if isinstance(obj, dict) and obj:
+        items = [f"{inner}{json.dumps(str(k))}: {_json_text(v, depth + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(obj, (list, tuple)) and obj and any(isinstance(v, (dict, list, tuple)) for v in obj):
+        return "[\n" + ",\n".join(inner + _json_text(v, depth + 1) for v in obj) + f"\n{pad}]"
+    return json.dumps(obj)
 
 
 # ----------------------------------------------------------------------------- reward models

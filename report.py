@@ -11,9 +11,10 @@ usual estimate of Kaplan et al. 2020); wall time per stage.
 import json
 import math
 import os
+import re
 import time
 
-from common import Parser, UserError, run_cli
+from common import Parser, UserError, paired_difference, phenomena_bins, run_cli, verdict
 
 STAGES = ("sft", "prm", "rl", "search", "search_rl")
 
@@ -36,14 +37,21 @@ def pct(x):
 
 
 def accuracy_section(metrics):
-    """Greedy accuracy per bin of every policy that was evaluated."""
-    policies = [(name, m["accuracy_by_difficulty"]) for name, m in
-                (("SFT", metrics["sft"]), ("RL", metrics["rl"])) if m and "accuracy_by_difficulty" in m]
+    """Greedy accuracy per bin of every policy that was evaluated, with its 95% interval and n."""
+    policies = [(name, m) for name, m in (("SFT", metrics["sft"]), ("RL", metrics["rl"])) if m and "accuracy_by_difficulty" in m]
     if not policies:
         return "No stage has been evaluated yet."
-    bins = sorted({int(b) for _, acc in policies for b in acc})
-    rows = [[name] + [pct(acc.get(str(b))) for b in bins] for name, acc in policies]
-    return table(["policy"] + [f"d={b}" for b in bins], rows)
+    bins = sorted({int(b) for _, m in policies for b in m["accuracy_by_difficulty"]})
+    rows = [[name] + [with_interval(m, str(b)) for b in bins] for name, m in policies]
+    return table(["policy"] + [f"d={b}" for b in bins], rows) + "\n\nEach cell: accuracy (95% Wilson interval), n problems."
+
+
+def with_interval(m, b):
+    acc = m["accuracy_by_difficulty"].get(b)
+    if acc is None or "interval_by_difficulty" not in m:
+        return pct(acc)
+    lo, hi = m["interval_by_difficulty"][b]
+    return f"{acc:.3f} ({lo:.2f}-{hi:.2f}), {m['problems_by_difficulty'][b]}"
 
 
 def prm_section(prm):
@@ -250,6 +258,144 @@ def self_correction_section(out):
     return "\n".join(lines).strip()
 
 
+# ----------------------------------------------------------------------------- the o1 phenomena, judged
+# Each phenomenon is a claim "A beats B" on the same test problems: the difference of their
+# accuracies, pooled over the phenomena bins (common.phenomena_bins: the harder half of the
+# training difficulties), with its 95% paired bootstrap interval.
+# The verdict is computed (common.verdict), never typed: shown, not shown, within noise.
+
+def by_problem(problem, correct, difficulty=None, bins=None):
+    """{problem id: right (0/1)} for the problems in the bins (all of them with bins=None)."""
+    keep = range(len(problem)) if bins is None else [i for i, d in enumerate(difficulty) if d in bins]
+    return {problem[i]: correct[i] for i in keep}
+
+
+def grid_outcomes(rows, method, budget, bins):
+    """{problem id: right} of one method and budget of a search grid, over the bins; None if absent."""
+    mine = [r for r in rows if r["method"] == method and r["budget"] == budget and r["difficulty"] in bins and "correct" in r]
+    if not mine:
+        return None
+    return {p: c for r in mine for p, c in zip(r["problem"], r["correct"])}
+
+
+def policy_outcomes(metrics, bins):
+    """{problem id: right} of a policy's greedy evaluation (metrics["outcomes"]) over the bins."""
+    if not metrics or "outcomes" not in metrics:
+        return None
+    o = metrics["outcomes"]
+    return by_problem(o["problem"], o["correct"], o["difficulty"], bins)
+
+
+def claim(name, label_a, a, label_b, b, note=""):
+    """One row of the verdict table: A against B on the problems both were run on."""
+    if not a or not b or not set(a) & set(b):
+        return {"phenomenon": name, "a": label_a, "b": label_b, "verdict": "not run", "note": note}
+    ids = sorted(set(a) & set(b))
+    xs, ys = [a[i] for i in ids], [b[i] for i in ids]
+    diff, lo, hi = paired_difference(xs, ys)
+    return {"phenomenon": name, "a": label_a, "b": label_b, "problems": len(ids), "accuracy_a": sum(xs) / len(ids),
+            "accuracy_b": sum(ys) / len(ids), "difference": diff, "interval": [lo, hi], "verdict": verdict(lo, hi), "note": note}
+
+
+def judge(out, max_train_d):
+    """Every phenomenon's claim from the run directory's JSON files."""
+    bins = phenomena_bins(max_train_d)
+    grid = load(out, "search", "scaling.json") or []
+    n = max((r["budget"] for r in grid if r["method"] != "greedy"), default="N")  # the grid's largest budget
+    at = lambda method, budget=n: grid_outcomes(grid, method, budget, bins)  # noqa: E731
+    rl = load(out, "rl")
+    claims = [
+        claim("accuracy rises with test-time compute", f"majority of {n}", at("majority"), "greedy", at("greedy", 1)),
+        claim("an outcome verifier picks better than a vote", f"ORM best-of-{n}", at("bon-orm"), f"majority of {n}", at("majority")),
+        claim("process reward beats outcome reward", f"PRM best-of-{n}", at("bon-prm"), f"ORM best-of-{n}", at("bon-orm")),
+    ]
+    for method in ("beam", "mcts"):
+        tokens = [r["generated_tokens"] for r in grid if r["method"] in (method, "bon-prm") and r["budget"] == n and r["difficulty"] in bins]
+        claims.append(claim("step-level search beats best-of-N at matched tokens", f"{method} at N={n}", at(method),
+                            f"PRM best-of-{n}", at("bon-prm"), note=f"generated tokens per problem: {method} and best-of-N "
+                            + " and ".join(f"{t:.0f}" for t in tokens) if tokens else ""))
+    claims.append(claim("RL raises pass@1", "RL greedy", policy_outcomes(rl, bins), "SFT greedy",
+                        policy_outcomes(rl.get("before") if rl else None, bins)))
+    sizes = sweep(out)
+    width = max((m.get("width", 0) for name, m in sizes if name != "sft"), default="W")
+    sc = load(os.path.join(out, "selfcorrect"), f"sft_w{width}")
+    claims.append(claim("self-correction traces help", f"SFT w{width} with retries", policy_outcomes(sc, bins),
+                        f"SFT w{width} without", policy_outcomes(dict(sizes).get(f"sft_w{width}"), bins)))
+    claims.append(exchange_claim(exchange_points(out, sizes, load(out, "prm")), bins))
+    return claims
+
+
+def exchange_claim(points, bins):
+    """The largest policy's greedy decoding against the smaller policy and search method that is
+    best over the phenomena bins among those whose total compute (training + test set) is no more."""
+    name = "a smaller model with search matches a larger one (train/test compute exchange)"
+    largest = max((p["params"] for p in points), default=None)
+    ref = [p for p in points if p["params"] == largest and p["method"] == "greedy" and p["difficulty"] in bins]
+    if not ref or not all("correct" in p for p in ref):
+        return claim(name, "smaller + search", None, "larger greedy", None)
+    ref_flops = max(p["flops"] for p in ref)
+    options = {}
+    for p in points:
+        if p["params"] < largest and p["difficulty"] in bins and p["flops"] <= ref_flops and "correct" in p:
+            options.setdefault((p["size"], p["method"], p["budget"]), []).append(p)
+    complete = {k: v for k, v in options.items() if len(v) == len(ref)}  # run on every phenomena bin
+    if not complete:
+        return claim(name, "smaller + search (none as cheap)", None, "larger greedy", None)
+    key = max(complete, key=lambda k: sum(p["accuracy"] * p["problems"] for p in complete[k]))
+    outcomes = lambda ps: {i: c for p in ps for i, c in zip(p["problem"], p["correct"])}  # noqa: E731
+    return claim(name, f"{key[0]} {key[1]} N={key[2]}", outcomes(complete[key]), "largest greedy", outcomes(ref),
+                 note="the best of the cheaper options, picked on these problems: an optimistic comparison")
+
+
+def seed_runs(out):
+    """This run directory and its other seeds (OUT and OUT_seedK side by side), seed 0 first."""
+    base = re.sub(r"_seed\d+$", "", os.path.normpath(out))
+    parent, name = os.path.split(base)
+    seeds = [n for n in os.listdir(parent or ".") if re.fullmatch(re.escape(name) + r"_seed\d+", n)]
+    seeds.sort(key=lambda n: int(n.rsplit("_seed", 1)[1]))
+    return [d for d in [base] + [os.path.join(parent, n) for n in seeds] if os.path.isdir(d)]
+
+
+def both(verdicts):
+    """The verdict over seeds: the same on every seed, else mixed."""
+    return verdicts[0] if len(set(verdicts)) == 1 else "mixed"
+
+
+def verdict_section(out, max_train_d):
+    runs = seed_runs(out)
+    judged = [(run, judge(run, max_train_d)) for run in runs]
+    header = ["phenomenon", "A", "B"] + [f"{os.path.basename(run)}: A - B (95% interval), n" for run, _ in judged] \
+        + [f"verdict ({os.path.basename(run)})" for run, _ in judged] + (["all seeds"] if len(judged) > 1 else [])
+    rows = []
+    for i, c in enumerate(judged[0][1]):
+        mine = [claims[i] for _, claims in judged]
+        cells = [f"{m['accuracy_a']:.3f} - {m['accuracy_b']:.3f} = {m['difference']:+.3f} ({m['interval'][0]:+.3f}, "
+                 f"{m['interval'][1]:+.3f}), {m['problems']}" if "difference" in m else "-" for m in mine]
+        verdicts = [m["verdict"] for m in mine]
+        rows.append([c["phenomenon"], c["a"], c["b"]] + cells + [f"*{v}*" for v in verdicts]
+                    + ([f"**{both(verdicts)}**"] if len(judged) > 1 else []))
+    notes = sorted({c["note"] for _, claims in judged for c in claims if c["note"]})
+    bins = phenomena_bins(max_train_d)
+    return "\n".join([f"Each row: A against B on the same test problems of difficulty {', '.join(map(str, bins))} "
+                      "(the harder half of the training range), the difference of their accuracies and its 95% paired "
+                      "bootstrap interval. *shown*: the interval is above zero; *not shown*: below (B is better); "
+                      "*within noise*: it holds zero; *not run*: a stage is missing. Computed by report.py from the "
+                      "stages' JSON files (per-problem outcomes).", "", table(header, rows)]
+                     + ([""] + [f"- {note}" for note in notes] if notes else []))
+
+
+def times_section(out):
+    """run.sh's stage times of its last invocation (DIR/run_times.tsv): what ran when, on which lane's clock."""
+    path = os.path.join(out, "run_times.tsv")
+    if not os.path.exists(path):
+        return "No run.sh timing (DIR/run_times.tsv) yet."
+    with open(path) as f:
+        rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    return "Seconds of each stage in the last `bash run.sh`, and when it started (seconds after run.sh did; " \
+           "two stages that overlap ran on the two lanes at once). Stages already up to date are not listed.\n\n" \
+        + table(["stage", "seconds", "started at"], [[name, secs, start] for name, secs, start in rows])
+
+
 def load_rows(metrics, stage):
     return metrics.get(f"{stage}_rows") or []
 
@@ -274,8 +420,10 @@ def main(argv=None):
     walls = [[stage, f"{m['wall_time_s']:.0f}"] for stage, m in timed if m and "wall_time_s" in m]
     preset = next((m["preset"] for m in metrics.values() if isinstance(m, dict) and "preset" in m), "?")
     device = next((m["device"] for m in metrics.values() if isinstance(m, dict) and "device" in m), "?")
+    max_train_d = ((load(args.out, "data", "meta.json") or {}).get("task") or {}).get("max_train_d", 2)
     text = "\n\n".join([
         f"# o1 report: preset {preset}, device {device}, written {time.strftime('%Y-%m-%d %H:%M')}",
+        "## The o1 phenomena, judged", verdict_section(args.out, max_train_d),
         "## Greedy accuracy per difficulty (fraction of right final answers)", accuracy_section(metrics),
         "## The process reward model", prm_section(metrics["prm"]),
         "## Test-time compute, SFT policy", grid_section(args.out, "search"),
@@ -285,7 +433,8 @@ def main(argv=None):
         "## The exchange rate: a smaller model with search against a larger one with greedy decoding",
         exchange_section(points) + (f"\n\n![compute](compute.png)" if plotted else ""),
         "## Self-correction", self_correction_section(args.out),
-        "## Wall time per stage (seconds)", table(["stage", "seconds"], walls) if walls else "-",
+        "## Where the time goes", times_section(args.out),
+        "## Wall time per stage (seconds, from each stage's metrics)", table(["stage", "seconds"], walls) if walls else "-",
     ]) + "\n"
     path = os.path.join(args.out, "report.md")
     with open(path, "w") as f:

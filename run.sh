@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # The main job: the whole o1 pipeline with the preset the hardware calls for (small on a GPU,
-# tiny on a CPU): prepare the task, chain-of-thought SFT, the PRM and ORM, PPO, and the search
-# grid for the SFT and the RL policy; SFT at smaller widths with their grids (train-time against
-# test-time compute) and on self-correction traces, beside the main chain; then out/PRESET/report.md gathers every table.
+# tiny on a CPU): prepare the task, chain-of-thought SFT, the PRM and ORM, PPO, and the SFT
+# policy's search grid; SFT at a smaller width with its grid (train-time against test-time
+# compute) and on self-correction traces; then out/PRESET/report.md judges the o1 phenomena.
+# SEED=1 bash run.sh runs it all again on other problems and weights, into out/PRESET_seed1.
 # A stage whose metrics.json is newer than its inputs is skipped; a stage that was killed after a
-# checkpoint resumes from it. PRESET=... and OUT=... override the choice.
+# checkpoint resumes from it. PRESET=... and OUT=... override the choice (OUT is seed 0's directory).
 set -euo pipefail
 cd "$(dirname "$0")"
 bash test.sh --install-only
 PY=${PYTHON:-$(command -v python3 || command -v python)}
 PRESET=${PRESET:-$("$PY" -c 'import torch; print("small" if torch.cuda.is_available() else "tiny")')}
-OUT=${OUT:-out/$PRESET}
-echo "run.sh: preset $PRESET, outputs in $OUT"
+SEED=${SEED:-0}  # another seed: other problems, other initial weights, other samples, into OUT_seedK
+BASE=${OUT:-out/$PRESET}
+OUT=$BASE$([ "$SEED" = 0 ] || echo "_seed$SEED")
+echo "run.sh: preset $PRESET, seed $SEED, outputs in $OUT"
 
 current() {  # current FILE INPUT...: FILE exists and is newer than every INPUT
   local file=$1; shift
@@ -29,64 +32,71 @@ stage() {  # stage NAME OUTPUT "INPUTS" COMMAND...: run COMMAND unless OUTPUT is
   local t0=$SECONDS
   "$@"
   echo "run.sh: $name done in $((SECONDS - t0))s" >&3
+  printf '%s\t%s\t%s\n' "$name" "$((SECONDS - t0))" "$t0" >>"$OUT/run_times.tsv"  # report.py's time table
 }
 
 resume_flag() {  # --resume when a killed run left a checkpoint behind
   [ -e "$1" ] && echo "--resume" || true
 }
 
-common=(--preset "$PRESET" --out "$OUT")
+common=(--preset "$PRESET" --out "$OUT" --seed "$SEED")
+mkdir -p "$OUT" && : >"$OUT/run_times.tsv"  # this invocation's stage times, for report.py
 stage prepare "$OUT/data/meta.json" "data/task.py data/tokenizer.py" \
   "$PY" data/prepare.py "${common[@]}"
 
-# Two lanes side by side, each with half the cores: the o1 chain (SFT -> PRM -> PPO -> search), and
-# the extra SFT runs (smaller widths, self-correction) that need only the data. Small models do
-# not use 2 threads well: on a 2-core CPU two 1-thread runs at once finish sooner than in turn.
+# Two lanes side by side, each with half the cores: on a 2-core CPU two 1-thread runs at once
+# finish sooner than in turn (small models do not use 2 threads well). Phase 1: the SFT policy and
+# its PRM, beside the extra SFT runs that need only the data (a smaller width for the train-time
+# against test-time exchange, and the same width on self-correction traces). Phase 2: the SFT
+# policy's search grid, beside PPO and the smaller policy's grid.
 THREADS=$(( $("$PY" -c 'import os; print(os.cpu_count() or 2)') / 2 )); THREADS=$(( THREADS > 0 ? THREADS : 1 ))
 SIDE_LOG=$OUT/side_lane.log SIDE_SUMMARY=$OUT/side_lane.summary
-: >"$SIDE_SUMMARY"
-logged() { "$@" >>"$SIDE_LOG" 2>&1; }  # the side lane's progress bars go to its log, its summaries to SIDE_SUMMARY
 WIDTHS=$("$PY" -c "from common import PRESETS; print(*PRESETS['$PRESET'].sweep_widths)")
 SC=$OUT/selfcorrect W=${WIDTHS##* }  # self-correction at the largest sweep width
-(
-  export OMP_NUM_THREADS=$THREADS
-  exec 3>>"$SIDE_SUMMARY"  # on the terminal its summaries would land inside the main lane's progress bars
-  # train-time against test-time compute: the same SFT at smaller widths
-  for W in $WIDTHS; do
-    stage "sft (width $W)" "$OUT/sft_w$W/metrics.json" "$OUT/data/meta.json" \
-      logged "$PY" train_sft.py "${common[@]}" --width "$W" $(resume_flag "$OUT/sft_w$W/ckpt.pt")
-  done
-  # self-correction: traces where some steps are written wrong and then taken back; report.md
-  # compares this SFT with the same width trained on clean traces
-  stage "prepare (self-correction traces)" "$SC/data/meta.json" "data/task.py data/tokenizer.py" \
-    logged "$PY" data/prepare.py --preset "$PRESET" --out "$SC" --self-correct 0.2
-  stage "sft (self-correction, width $W)" "$SC/sft_w$W/metrics.json" "$SC/data/meta.json" \
-    logged "$PY" train_sft.py --preset "$PRESET" --out "$SC" --width "$W" $(resume_flag "$SC/sft_w$W/ckpt.pt")
-) &
-side=$!
-trap 'pkill -P "$side" 2>/dev/null; kill "$side" 2>/dev/null || true' EXIT  # main lane failed or interrupted: stop the side lane
-echo "run.sh: the extra SFT runs (widths $WIDTHS, self-correction) run beside the main chain; their output is in $SIDE_LOG, their summaries follow the main chain's"
-(
-  export OMP_NUM_THREADS=$THREADS
+lanes() {  # lanes MAIN SIDE: run two functions at once; MAIN on the terminal, SIDE's output in SIDE_LOG
+  : >"$SIDE_SUMMARY"
+  ( export OMP_NUM_THREADS=$THREADS; exec 3>>"$SIDE_SUMMARY"; "$2" ) >>"$SIDE_LOG" 2>&1 &
+  local side=$!
+  trap "pkill -P $side 2>/dev/null; kill $side 2>/dev/null || true" EXIT  # main lane failed or interrupted: stop the side lane
+  ( export OMP_NUM_THREADS=$THREADS; "$1" )
+  wait "$side" || { cat "$SIDE_SUMMARY"; echo "run.sh: a side-lane stage failed: see $SIDE_LOG" >&2; exit 1; }
+  trap - EXIT
+  cat "$SIDE_SUMMARY"  # printed after the main lane's, which would otherwise cut through its progress bars
+}
+
+policy_and_verifier() {
   stage sft "$OUT/sft/metrics.json" "$OUT/data/meta.json" \
     "$PY" train_sft.py "${common[@]}" $(resume_flag "$OUT/sft/ckpt.pt")
   stage prm "$OUT/prm/metrics.json" "$OUT/sft/metrics.json" \
     "$PY" train_prm.py "${common[@]}"
-  stage rl "$OUT/rl/metrics.json" "$OUT/prm/metrics.json" \
-    "$PY" train_rl.py "${common[@]}" $(resume_flag "$OUT/rl/ckpt.pt")
+}
+extra_policies() {
+  for W in $WIDTHS; do  # train-time against test-time compute: the same SFT at smaller widths
+    stage "sft (width $W)" "$OUT/sft_w$W/metrics.json" "$OUT/data/meta.json" \
+      "$PY" train_sft.py "${common[@]}" --width "$W" $(resume_flag "$OUT/sft_w$W/ckpt.pt")
+  done
+  # self-correction: traces where some steps are written wrong and then taken back, at width W
+  stage "prepare (self-correction traces)" "$SC/data/meta.json" "data/task.py data/tokenizer.py" \
+    "$PY" data/prepare.py --preset "$PRESET" --out "$SC" --seed "$SEED" --self-correct 0.2
+  stage "sft (self-correction, width $W)" "$SC/sft_w$W/metrics.json" "$SC/data/meta.json" \
+    "$PY" train_sft.py --preset "$PRESET" --out "$SC" --seed "$SEED" --width "$W" $(resume_flag "$SC/sft_w$W/ckpt.pt")
+}
+search_sft() {
   stage "search (sft policy)" "$OUT/search/scaling.json" "$OUT/prm/metrics.json" \
     "$PY" search.py "${common[@]}" --method all --budget 1,4,16 --policy sft
-)
-wait "$side" || { cat "$SIDE_SUMMARY"; echo "run.sh: an extra SFT run failed: see $SIDE_LOG" >&2; exit 1; }
-cat "$SIDE_SUMMARY"
-trap - EXIT
-
-# every core again: the RL policy's grid and the smaller widths' grids
-stage "search (rl policy)" "$OUT/search_rl/scaling.json" "$OUT/rl/metrics.json" \
-  "$PY" search.py "${common[@]}" --method all --budget 1,4,16 --policy rl
-for W in $WIDTHS; do
-  stage "search (width $W)" "$OUT/search_sft_w$W/scaling.json" "$OUT/sft_w$W/metrics.json $OUT/prm/metrics.json" \
-    "$PY" search.py "${common[@]}" --method all --budget 1,4,16 --policy "sft_w$W"
-done
-"$PY" report.py --out "$OUT"
+}
+rl_and_smaller_search() {
+  stage rl "$OUT/rl/metrics.json" "$OUT/prm/metrics.json" \
+    "$PY" train_rl.py "${common[@]}" $(resume_flag "$OUT/rl/ckpt.pt")
+  for W in $WIDTHS; do
+    stage "search (width $W)" "$OUT/search_sft_w$W/scaling.json" "$OUT/sft_w$W/metrics.json $OUT/prm/metrics.json" \
+      "$PY" search.py "${common[@]}" --method all --budget 1,4,16 --policy "sft_w$W"
+  done
+}
+echo "run.sh: two lanes; the side lane (extra SFT runs, then PPO and the smaller policy's grid) logs to $SIDE_LOG"
+lanes policy_and_verifier extra_policies
+lanes search_sft rl_and_smaller_search
+"$PY" report.py --out "$OUT"  # its verdict table has a column for every seed run so far (OUT, OUT_seed1, ...)
+[ "$OUT" = "$BASE" ] || [ ! -d "$BASE" ] || "$PY" report.py --out "$BASE"
+printf 'the whole pipeline\t%s\t0\n' "$SECONDS" >>"$OUT/run_times.tsv"
 echo "run.sh: the whole pipeline in ${SECONDS}s"

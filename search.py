@@ -50,8 +50,8 @@ from functools import partial
 
 import torch
 
-from common import (UserError, aggregate, autocast, outcome_scores, parse, read_split, read_task, run_cli, scalar_probabilities,
-                    setup_device, stage_parser, write_json)
+from common import (PRESETS, UserError, aggregate, autocast, outcome_scores, parse, read_split, read_task, run_cli, scalar_probabilities,
+                    bin_rates, phenomena_bins, setup_device, stage_parser, wilson, write_json)
 from data.task import EOT, PAD, STEP, ProblemError, parse_problem, prompt_text, values
 from data.tokenizer import decode, encode, special_id
 from data.verify import verify
@@ -60,7 +60,6 @@ from model import generate, load_checkpoint, model_from_checkpoint
 METHODS = ("greedy", "majority", "bon-prm", "prm-vote", "bon-orm", "beam", "mcts")
 SAMPLED = ("majority", "bon-prm", "prm-vote", "bon-orm")  # these four share one set of N samples
 NEEDS_PRM = ("bon-prm", "prm-vote", "beam", "mcts")
-PER_BIN = {"test": 3, "tiny": 40, "small": 100}  # default problems per difficulty bin in the grid
 MAX_STEP_TOKENS = 32  # a step of the task is at most about 20 tokens; a longer one is cut into pieces
 
 
@@ -390,19 +389,24 @@ def run_method(setup, method, prompts, problems, n, greedy=None):
 # ----------------------------------------------------------------------------- the scaling grid
 
 def run_grid(setup, methods, budgets, records, task, per_bin):
+    """per_bin: {difficulty: how many of its test problems}, the first ones of each bin."""
     from tqdm import tqdm
     bins = defaultdict(list)
     for r in records:
-        if len(bins[r["difficulty"]]) < per_bin:
+        if len(bins[r["difficulty"]]) < per_bin.get(r["difficulty"], 0):
             bins[r["difficulty"]].append(r)
     rows, jobs = [], [(d, n) for d in sorted(bins) for n in budgets]
 
     def add(method, n, d, outcomes, truth):
+        correct = [int(o.answer == t) for o, t in zip(outcomes, truth)]
         k = len(outcomes)
         rows.append({"method": method, "budget": n, "difficulty": d, "in_distribution": d <= task.max_train_d,
-                     "accuracy": sum(o.answer == t for o, t in zip(outcomes, truth)) / k,
+                     "accuracy": sum(correct) / k, "problems": k, "interval": list(wilson(sum(correct), k)),
                      "generated_tokens": sum(o.compute.generated_tokens for o in outcomes) / k,
-                     "scored_tokens": sum(o.compute.scored_tokens for o in outcomes) / k, "problems": k})
+                     "scored_tokens": sum(o.compute.scored_tokens for o in outcomes) / k,
+                     # per problem (ids: lines of DIR/data/test.jsonl), to recompute any paired comparison
+                     "problem": [r["id"] for r in bins[d]], "correct": correct,
+                     "tokens": [o.compute.generated_tokens for o in outcomes]})
 
     greedy_by_bin = {}
     for d, n in tqdm(jobs, desc="search grid", leave=False):
@@ -576,7 +580,8 @@ def main(argv=None):
                         "directory with a ckpt.pt such as DIR/sft_w48 (default: sft)")
     parser.add_argument("--problems", metavar="FILE", help="answer the problems in FILE instead of running the grid")
     parser.add_argument("--show", action="store_true", help="print each chain of thought, or the tree for beam and mcts")
-    parser.add_argument("--per-bin", type=int, default=None, help="test problems per difficulty bin in the grid (default: by preset)")
+    parser.add_argument("--per-bin", type=int, default=None, help="test problems in every difficulty bin of the grid (default: the "
+                        "preset's grid_problems in the phenomena bins, grid_problems_other elsewhere)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of every method but greedy (default: 1.0)")
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens only (default: all)")
     parser.add_argument("--aggregate", default="min", choices=["min", "prod", "last"], help="best-of-N: a chain's PRM score from its steps' (default: min)")
@@ -615,17 +620,20 @@ def main(argv=None):
                 sys.exit(1)
             return
         start = time.time()
-        per_bin = args.per_bin or PER_BIN.get(args.preset, 100)
+        preset = PRESETS[args.preset]  # the phenomena bins get enough problems for a paired interval, the others fewer
+        per_bin = {b: args.per_bin or (preset.grid_problems if b in phenomena_bins(task.max_train_d) else preset.grid_problems_other)
+                   for b in range(1, task.max_eval_d + 1)}
         rows = run_grid(setup, methods, budgets, read_split(args.out, "test"), task, per_bin)
     out_dir = os.path.join(args.out, "search" if args.policy == "sft" else f"search_{args.policy}")  # every grid is kept
     write_json(os.path.join(out_dir, "scaling.json"), rows)
     table = scaling_table(rows, task)
     with open(os.path.join(out_dir, "scaling.md"), "w") as f:
-        f.write(f"# search: preset {args.preset}, policy {args.policy}, {per_bin} problems per bin\n\n{table}\n")
-    greedy = {str(r["difficulty"]): r["accuracy"] for r in rows if r["method"] == "greedy"}
+        counts = ", ".join(f"d={b}: {n}" for b, n in per_bin.items())
+        f.write(f"# search: preset {args.preset}, policy {args.policy}, problems per bin {counts}\n\n{table}\n")
+    greedy = bin_rates({r["difficulty"]: r["correct"] for r in rows if r["method"] == "greedy"})
     write_json(os.path.join(out_dir, "metrics.json"), {
         "stage": "search", "preset": args.preset, "device": str(d.device), "policy": args.policy, "methods": methods,
-        "budgets": budgets, "problems_per_bin": per_bin, "wall_time_s": time.time() - start, "accuracy_by_difficulty": greedy})
+        "budgets": budgets, "problems_per_bin": {str(b): n for b, n in per_bin.items()}, "wall_time_s": time.time() - start, **greedy})
     print(table)
     if plot(rows, task, os.path.join(out_dir, "scaling.png")):
         print(f"wrote {out_dir}/scaling.json, scaling.md, scaling.png ({time.time() - start:.0f} s)")

@@ -54,9 +54,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (PRESETS, UserError, aggregate, autocast, lr_at, make_optimizer, oracle_step_labels, outcome_scores,
+from common import (PRESETS, UserError, aggregate, bin_rates, autocast, lr_at, make_optimizer, oracle_step_labels, outcome_scores,
                     parse, read_split, read_task, run_cli, setup_device, stage_parser, step_ends, step_scores, teardown,
-                    write_json)
+                    wilson, write_json)
 from data.task import EOT, PAD, Problem, flawed_solution_text, parse_problem, prompt_text
 from data.tokenizer import decode, encode, special_id
 from data.verify import verify
@@ -259,8 +259,9 @@ def best_of_n(groups, greedy, difficulty, best_of):
     groups: per problem, its best_of samples; each N averages over the best_of / N disjoint
     groups of N samples, so small N are not one noisy draw. pass@n: some sample is right."""
     methods = [f"prm_{how}" for how in AGGREGATIONS] + ["orm", "majority", "pass@n"]
-    rows = [{"method": "greedy", "budget": 1, "difficulty": difficulty,
-             "accuracy": sum(g.correct for g in greedy) / len(greedy),
+    right = sum(g.correct for g in greedy)
+    rows = [{"method": "greedy", "budget": 1, "difficulty": difficulty, "accuracy": right / len(greedy),
+             "problems": len(greedy), "interval": list(wilson(right, len(greedy))),
              "generated_tokens": sum(len(g.solution) for g in greedy) / len(greedy)}]
     n = 1
     while n <= best_of:
@@ -271,8 +272,10 @@ def best_of_n(groups, greedy, difficulty, best_of):
                 right = sum(any(s.correct for s in subset) for subset in subsets)
             else:
                 right = sum(bool(pick and pick.correct) for pick in (choose(subset, method) for subset in subsets))
-            rows.append({"method": method, "budget": n, "difficulty": difficulty,
-                         "accuracy": right / len(subsets), "generated_tokens": tokens})
+            # the interval counts problems, not subsets: the subsets of one problem are not independent
+            rows.append({"method": method, "budget": n, "difficulty": difficulty, "accuracy": right / len(subsets),
+                         "problems": len(groups), "interval": list(wilson(right / len(subsets) * len(groups), len(groups))),
+                         "generated_tokens": tokens})
         n *= 2
     return rows
 
@@ -465,7 +468,7 @@ def main(argv=None):
                            for method in [f"prm_{how}" for how in AGGREGATIONS] + ["orm"]},
         **first_error_lowest(in_range),
         "monte_carlo_agreement": agreement,
-        "accuracy_by_difficulty": {str(r["difficulty"]): r["accuracy"] for r in rows if r["method"] == "greedy"},
+        **bin_rates({b: [int(g.correct) for g, r in zip(greedy, records) if r["difficulty"] == b] for b in bins}),
         "best_of_n": rows,
         "seconds": seconds,
         "wall_time_s": time.time() - t0,

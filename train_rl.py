@@ -34,7 +34,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from common import (PRESETS, UserError, autocast, evaluate_policy, parse, read_split, read_task, run_cli,
+from common import (PRESETS, UserError, autocast, evaluate_policy, paired_difference, parse, read_split, read_task, run_cli,
                     setup_device, stage_parser, step_ends, step_scores, write_json)
 from data.task import EOT, PAD, parse_problem, prompt_text
 from data.tokenizer import decode, encode, special_id
@@ -485,11 +485,14 @@ def main(argv=None, stop_after=None):
 
 
 def comparison_table(before, after, train_max_d):
-    lines = ["| difficulty | SFT accuracy | RL accuracy | change |", "|---:|---:|---:|---:|"]
+    """Per bin: SFT and RL greedy accuracy on the same test problems, and the paired interval of the change."""
+    lines = ["| difficulty | SFT accuracy | RL accuracy | change (95% paired interval) |", "|---:|---:|---:|---:|"]
     for k, a in after["accuracy_by_difficulty"].items():
-        b = before["accuracy_by_difficulty"][k]
+        mine = [i for i, d in enumerate(after["outcomes"]["difficulty"]) if str(d) == k]
+        change, lo, hi = paired_difference([after["outcomes"]["correct"][i] for i in mine],
+                                           [before["outcomes"]["correct"][i] for i in mine])
         ood = " (beyond training)" if int(k) > train_max_d else ""
-        lines.append(f"| {k}{ood} | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
+        lines.append(f"| {k}{ood} | {before['accuracy_by_difficulty'][k]:.3f} | {a:.3f} | {change:+.3f} ({lo:+.3f}, {hi:+.3f}) |")
     return "\n".join(lines)
 
 

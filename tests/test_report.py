@@ -78,3 +78,49 @@ def test_self_correction_table_pairs_runs_of_the_same_size(tmp_path):
     text = report.self_correction_section(out)
     assert "rate 0.2" in text
     assert "| 1 | 0.500 | 0.600 | 0.050 |" in text and "| 2 | 0.200 | 0.300 | 0.100 |" in text
+
+
+def grid_row(method, budget, d, problems, correct, tokens=10.0):
+    return {"method": method, "budget": budget, "difficulty": d, "accuracy": sum(correct) / len(correct),
+            "problems": len(correct), "generated_tokens": tokens, "problem": problems, "correct": correct}
+
+
+def outcomes(problems, difficulty, correct):
+    return {"outcomes": {"problem": problems, "difficulty": difficulty, "correct": correct, "tokens": [9] * len(problems)}}
+
+
+def test_verdicts_are_computed_from_per_problem_outcomes(tmp_path):
+    """Hand-made outcomes on 100 problems of the phenomena bins (d = 2 of training difficulties 1..2):
+    a clear gain is shown, a clear loss is not shown, a tie is within noise, a missing stage is not run."""
+    out = str(tmp_path / "tiny")
+    ids = list(range(100))
+    greedy = [1] * 30 + [0] * 70
+    write(f"{out}/data/meta.json", {"task": {"max_train_d": 2}, "counts": {"test": 100}})
+    write(f"{out}/search/scaling.json", [
+        grid_row("greedy", 1, 2, ids, greedy),
+        grid_row("majority", 4, 2, ids, [1] * 60 + [0] * 40),          # +0.30 over greedy: shown
+        grid_row("bon-orm", 4, 2, ids, [1] * 60 + [0] * 40),           # the same as majority: within noise
+        grid_row("bon-prm", 4, 2, ids, [1] * 20 + [0] * 80),           # -0.40 against the ORM: not shown
+        grid_row("beam", 4, 2, ids, [1] * 20 + [0] * 79 + [1]),        # +0.01 against best-of-N: within noise
+        grid_row("majority", 4, 1, ids, [0] * 100),                    # d = 1 is not a phenomena bin: ignored
+    ])
+    sft = outcomes(ids, [2] * 100, greedy)
+    write(f"{out}/rl/metrics.json", {**outcomes(ids, [2] * 100, [1] * 50 + [0] * 50), "before": sft})
+    claims = {c["phenomenon"] + c["a"]: c for c in report.judge(out, max_train_d=2)}
+    assert report.phenomena_bins(2) == [2] and report.phenomena_bins(3) == [2, 3] and report.phenomena_bins(4) == [3, 4]
+    compute = claims["accuracy rises with test-time computemajority of 4"]
+    assert compute["verdict"] == "shown" and compute["difference"] == pytest.approx(0.30)
+    assert compute["problems"] == 100 and compute["interval"][0] > 0.15
+    assert claims["an outcome verifier picks better than a voteORM best-of-4"]["verdict"] == "within noise"
+    assert claims["process reward beats outcome rewardPRM best-of-4"]["verdict"] == "not shown"
+    assert claims["step-level search beats best-of-N at matched tokensbeam at N=4"]["verdict"] == "within noise"
+    assert claims["step-level search beats best-of-N at matched tokensmcts at N=4"]["verdict"] == "not run"
+    rl = claims["RL raises pass@1RL greedy"]
+    assert rl["verdict"] == "shown" and rl["difference"] == pytest.approx(0.20)
+    # a second seed where RL loses: the table says so, and the verdict over seeds is mixed
+    seed1 = str(tmp_path / "tiny_seed1")
+    write(f"{seed1}/rl/metrics.json", {**outcomes(ids, [2] * 100, [0] * 100), "before": sft})
+    assert report.seed_runs(seed1) == [out, seed1]
+    text = report.verdict_section(out, max_train_d=2)
+    row = next(line for line in text.splitlines() if line.startswith("| RL raises pass@1"))
+    assert "0.500 - 0.300 = +0.200" in row and "*shown*" in row and "*not shown*" in row and "**mixed**" in row

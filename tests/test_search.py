@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import search
-from common import PRESETS
+from common import PRESETS, read_split, wilson
 from data.task import parse_problem, prompt_text
 from data.tokenizer import encode
 from model import GPT, save_checkpoint
@@ -225,6 +225,24 @@ def test_grid_writes_rows_for_every_method_budget_and_bin(run_dir, tmp_path):
             assert (method, 1, d) in keys and (method, 2, d) in keys
     assert all({"method", "budget", "difficulty", "accuracy", "generated_tokens"} <= set(r) for r in rows)
     assert "| mcts | 2 |" in (tmp_path / "search" / "scaling.md").read_text()
+    # every row keeps its problems' outcomes: the accuracy, its n and its interval follow from them
+    test_ids = {r["id"]: r["difficulty"] for r in read_split(str(tmp_path), "test")}
+    for r in rows:
+        assert len(r["problem"]) == len(r["correct"]) == len(r["tokens"]) == r["problems"] == 1
+        assert all(test_ids[i] == r["difficulty"] for i in r["problem"])
+        assert r["accuracy"] == sum(r["correct"]) / r["problems"]
+        assert r["interval"] == pytest.approx(list(wilson(sum(r["correct"]), r["problems"])))
+        assert r["generated_tokens"] == sum(r["tokens"]) / r["problems"]
+
+
+def test_grid_gives_the_phenomena_bins_more_problems(run_dir, tmp_path):
+    """The test preset: grid_problems = 3 in its phenomena bin (d = 2 of training 1..2), 2 elsewhere."""
+    result = run("--preset", "test", "--out", str(run_dir), "--method", "greedy", "--budget", "1")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((run_dir / "search" / "scaling.json").read_text())
+    assert {r["difficulty"]: r["problems"] for r in rows} == {1: 2, 2: 3, 3: 2, 4: 2}
+    metrics = json.loads((run_dir / "search" / "metrics.json").read_text())
+    assert metrics["problems_by_difficulty"] == {"1": 2, "2": 3, "3": 2, "4": 2}
 
 
 def test_problems_file_with_the_tree_and_a_malformed_line(run_dir, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import train_sft
-from common import PRESETS, Muon, lr_at, make_batch, make_optimizer, orthogonalize, run_cli
+from common import PRESETS, Muon, lr_at, make_batch, make_optimizer, orthogonalize, run_cli, wilson
 from data.tokenizer import decode, encode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,6 +81,14 @@ def test_sft_writes_per_bin_metrics(data_dir):
     assert set(metrics["step_accuracy_by_difficulty"]) == {"1", "2", "3", "4"}
     assert metrics["loss_history"][-1] < metrics["loss_history"][0]
     assert os.path.exists(data_dir / "sft" / "metrics.json")
+    # every accuracy carries its n and its Wilson interval, and follows from the per-problem outcomes
+    outcomes = metrics["outcomes"]
+    assert outcomes["problem"] == list(range(len(outcomes["problem"])))  # the lines of test.jsonl
+    for d, acc in metrics["accuracy_by_difficulty"].items():
+        mine = [c for c, b in zip(outcomes["correct"], outcomes["difficulty"]) if str(b) == d]
+        assert metrics["problems_by_difficulty"][d] == len(mine) == 8
+        assert acc == sum(mine) / len(mine)
+        assert metrics["interval_by_difficulty"][d] == pytest.approx(list(wilson(sum(mine), len(mine))))
 
 
 def test_orthogonalize_is_close_to_u_v_transpose():

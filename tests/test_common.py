@@ -1,0 +1,50 @@
+"""common.py: the statistics every report rests on, and the JSON files every stage writes."""
+import json
+
+import pytest
+
+from common import group_by_difficulty, paired_difference, phenomena_bins, verdict, wilson, write_json
+
+
+def test_wilson_interval_matches_hand_computed_values():
+    assert wilson(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)  # Wilson 1927, z = 1.96
+    assert wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_paired_interval_is_narrower_than_the_unpaired_one_when_outcomes_agree():
+    a = [1] * 50 + [1] * 10 + [0] * 40   # 0.60
+    b = [1] * 50 + [0] * 10 + [0] * 40   # 0.50: the same problems, 10 more right with a
+    diff, lo, hi = paired_difference(a, b)
+    assert diff == pytest.approx(0.10) and lo > 0 and verdict(lo, hi) == "shown"
+    # unpaired, the two Wilson intervals overlap: only the pairing resolves this difference
+    assert wilson(60, 100)[0] < wilson(50, 100)[1]
+    assert verdict(-0.2, -0.1) == "not shown" and verdict(-0.1, 0.1) == "within noise"
+    with pytest.raises(ValueError):
+        paired_difference([1, 0], [1])
+
+
+def test_paired_interval_is_reproducible_and_centred_on_the_difference():
+    a, b = [1, 0, 1, 1, 0] * 40, [0, 0, 1, 0, 0] * 40
+    assert paired_difference(a, b) == paired_difference(a, b)  # a fixed resampling seed
+    diff, lo, hi = paired_difference(a, b)
+    assert diff == pytest.approx(0.4) and lo < diff < hi
+
+
+def test_phenomena_bins_are_the_harder_half_of_the_training_range():
+    assert phenomena_bins(1) == [1] and phenomena_bins(2) == [2]
+    assert phenomena_bins(3) == [2, 3] and phenomena_bins(4) == [3, 4] and phenomena_bins(8) == [5, 6, 7, 8]
+
+
+def test_group_by_difficulty_keeps_record_order_within_a_bin():
+    records = [{"difficulty": d} for d in (2, 1, 2, 3, 1)]
+    assert group_by_difficulty(records) == {1: [1, 4], 2: [0, 2], 3: [3]}
+
+
+def test_write_json_reads_back_the_same_object_with_number_lists_on_one_line(tmp_path):
+    obj = {"a": [1, 2, 3], "b": {"c": [{"x": 0.5}], "d": []}, "e": "text", "f": None}
+    path = str(tmp_path / "dir" / "m.json")
+    write_json(path, obj)
+    text = open(path).read()
+    assert json.loads(text) == obj
+    assert '"a": [1, 2, 3]' in text
