@@ -44,6 +44,7 @@ class Preset:
     eval_problems: int = 128  # problems in a quick evaluation
     muon_lr: float = 0.02   # Muon's peak: the weight matrices inside the blocks
     sweep_widths: tuple = ()  # the smaller SFT sizes run.sh trains too (train-time vs test-time compute)
+    sweep_steps: int = 0      # their optimizer steps (and the self-correction SFT's); 0: sft_steps
     # the search grid (search.py): test problems per bin, in the phenomena bins (common.phenomena_bins) and elsewhere
     grid_problems: int = 200
     grid_problems_other: int = 50
@@ -90,9 +91,9 @@ PRESETS = {
     # 0.4 greedy: results/regime/README.md), so search, verifiers and RL have problems the policy
     # sometimes solves; d = 4, 5 are beyond training
     "tiny": Preset(TaskConfig(n_assign=6, max_train_d=3, max_eval_d=5), n_train=40000, n_val=256, n_test_per_bin=200,
-                   n_layer=2, n_head=4, n_embd=96, block_size=128,
+                   n_layer=2, n_head=4, n_embd=96, block_size=160,
                    sft_steps=1600, batch_size=64, micro_batch=64, lr=3e-3, warmup=60, eval_every=400,
-                   prm_steps=300, sweep_widths=(48,)),
+                   prm_steps=200, prm_best_of=16, sweep_widths=(48,), sweep_steps=800),
     # minutes on one GPU: the size the later stages use. Training difficulties 1..8 of 16
     # assignments, to match the tiny preset's graded profile in spirit (not run yet: no GPU so far)
     "small": Preset(TaskConfig(n_assign=16, max_train_d=8, max_eval_d=12), n_train=200000, n_val=512, n_test_per_bin=200,

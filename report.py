@@ -164,13 +164,10 @@ def exchange_points(out, sizes, prm):
     return points
 
 
-def noise(p, n):
-    return math.sqrt(max(p * (1 - p), 1e-9) / max(n, 1))
-
-
 def exchange_section(points):
     """Per bin: the largest policy's greedy decoding against the best smaller policy with search
-    that costs no more in total (training + inference on the test set)."""
+    that costs no more in total (training + inference on the test set), with the paired interval
+    of the difference on the same problems."""
     if len({p["size"] for p in points}) < 2:
         return "Needs search grids of two or more SFT sizes (search.py --policy sft_wW)."
     largest = max(p["params"] for p in points)
@@ -184,13 +181,15 @@ def exchange_section(points):
             rows.append([d, f"{pct(ref['accuracy'])} ({ref['flops']:.2e})", "none as cheap", "-"])
             continue
         best = max(cands, key=lambda p: (p["accuracy"], -p["flops"]))
-        margin = best["accuracy"] - ref["accuracy"]
-        sigma = math.hypot(noise(best["accuracy"], best.get("problems", 1)), noise(ref["accuracy"], ref.get("problems", 1)))
-        verdict = ("smaller + search" if margin > 0 else "larger greedy" if margin < 0 else "tie") + \
-                  ("" if abs(margin) > 2 * sigma else " (within noise)")
+        if "correct" in best and "correct" in ref and best["problem"] == ref["problem"]:
+            diff, lo, hi = paired_difference(best["correct"], ref["correct"])
+            judged = f"{diff:+.3f} ({lo:+.3f}, {hi:+.3f}): {verdict(lo, hi)}"
+        else:
+            judged = f"{best['accuracy'] - ref['accuracy']:+.3f} (no per-problem outcomes: no interval)"
         rows.append([d, f"{pct(ref['accuracy'])} ({ref['flops']:.2e})",
-                     f"{best['size']} {best['method']} N={best['budget']}: {pct(best['accuracy'])} ({best['flops']:.2e})", verdict])
-    return table(["d", "largest policy, greedy (total FLOPs)", "best smaller policy with search at no more FLOPs", "better"], rows)
+                     f"{best['size']} {best['method']} N={best['budget']}: {pct(best['accuracy'])} ({best['flops']:.2e})", judged])
+    return table(["d", "largest policy, greedy (total FLOPs)", "best smaller policy with search at no more FLOPs",
+                  "smaller - larger (95% paired interval): verdict"], rows)
 
 
 def frontier(points):
@@ -239,6 +238,16 @@ def plot_compute(sizes, points, path):
     return True
 
 
+def paired_cell(a, b, d):
+    """A - B on the problems of bin d that both policies' evaluations hold, with the paired interval."""
+    mine, theirs = policy_outcomes(a, [d]), policy_outcomes(b, [d])
+    if not mine or not theirs or not set(mine) & set(theirs):
+        return "-"
+    ids = sorted(set(mine) & set(theirs))
+    diff, lo, hi = paired_difference([mine[i] for i in ids], [theirs[i] for i in ids])
+    return f"{diff:+.3f} ({lo:+.3f}, {hi:+.3f})"
+
+
 def self_correction_section(out):
     """SFT on the same task with and without self-correction traces (DIR/selfcorrect), same size."""
     sc_dir = os.path.join(out, "selfcorrect")
@@ -251,10 +260,11 @@ def self_correction_section(out):
     lines = [f"Training traces with a wrong step taken back at rate {rate} per step; greedy decoding on the same test bins.", ""]
     for name, without, with_ in pairs:
         backs = with_.get("back_rate_by_difficulty", {})
-        rows = [[d, pct(without["accuracy_by_difficulty"].get(d)), pct(a), pct(backs.get(d))]
+        rows = [[d, pct(without["accuracy_by_difficulty"].get(d)), pct(a), paired_cell(with_, without, int(d)), pct(backs.get(d))]
                 for d, a in with_["accuracy_by_difficulty"].items()]
         lines += [f"{name} (width {with_.get('width', '?')}):", "",
-                  table(["d", "without", "with self-correction", "solutions that use the back token"], rows), ""]
+                  table(["d", "without", "with self-correction", "with - without (95% paired interval)",
+                         "solutions that use the back token"], rows), ""]
     return "\n".join(lines).strip()
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: the whole o1 pipeline with the preset the hardware calls for (small on a GPU,
-# tiny on a CPU): prepare the task, chain-of-thought SFT, the PRM and ORM, PPO, and the SFT
-# policy's search grid; SFT at a smaller width with its grid (train-time against test-time
+# tiny on a CPU): prepare the task, chain-of-thought SFT, the PRM and ORM, the SFT policy's search
+# grid, PPO; SFT at a smaller width with its majority-vote grid (train-time against test-time
 # compute) and on self-correction traces; then out/PRESET/report.md judges the o1 phenomena.
 # SEED=1 bash run.sh runs it all again on other problems and weights, into out/PRESET_seed1.
 # A stage whose metrics.json is newer than its inputs is skipped; a stage that was killed after a
@@ -44,11 +44,11 @@ mkdir -p "$OUT" && : >"$OUT/run_times.tsv"  # this invocation's stage times, for
 stage prepare "$OUT/data/meta.json" "data/task.py data/tokenizer.py" \
   "$PY" data/prepare.py "${common[@]}"
 
-# Two lanes side by side, each with half the cores: on a 2-core CPU two 1-thread runs at once
-# finish sooner than in turn (small models do not use 2 threads well). Phase 1: the SFT policy and
-# its PRM, beside the extra SFT runs that need only the data (a smaller width for the train-time
-# against test-time exchange, and the same width on self-correction traces). Phase 2: the SFT
-# policy's search grid, beside PPO and the smaller policy's grid.
+# The SFT policy first, with every core: everything after it needs it. Then two lanes side by
+# side, each with half the cores (on a 2-core CPU two 1-thread runs at once finish sooner than in
+# turn: small models do not use 2 threads well): the PRM and the SFT policy's search grid, beside
+# the extra SFT runs that need only the data (a smaller width for the train-time against test-time
+# exchange, the same width on self-correction traces), the smaller policy's grid, and PPO.
 THREADS=$(( $("$PY" -c 'import os; print(os.cpu_count() or 2)') / 2 )); THREADS=$(( THREADS > 0 ? THREADS : 1 ))
 SIDE_LOG=$OUT/side_lane.log SIDE_SUMMARY=$OUT/side_lane.summary
 WIDTHS=$("$PY" -c "from common import PRESETS; print(*PRESETS['$PRESET'].sweep_widths)")
@@ -64,38 +64,32 @@ lanes() {  # lanes MAIN SIDE: run two functions at once; MAIN on the terminal, S
   cat "$SIDE_SUMMARY"  # printed after the main lane's, which would otherwise cut through its progress bars
 }
 
-policy_and_verifier() {
-  stage sft "$OUT/sft/metrics.json" "$OUT/data/meta.json" \
-    "$PY" train_sft.py "${common[@]}" $(resume_flag "$OUT/sft/ckpt.pt")
+verifier_and_search() {
   stage prm "$OUT/prm/metrics.json" "$OUT/sft/metrics.json" \
     "$PY" train_prm.py "${common[@]}"
+  stage "search (sft policy)" "$OUT/search/scaling.json" "$OUT/prm/metrics.json" \
+    "$PY" search.py "${common[@]}" --method all --budget 1,4,16 --policy sft
 }
-extra_policies() {
-  for W in $WIDTHS; do  # train-time against test-time compute: the same SFT at smaller widths
+extra_policies_and_rl() {
+  for W in $WIDTHS; do  # train-time against test-time compute: the same SFT at a smaller width, and its grid
     stage "sft (width $W)" "$OUT/sft_w$W/metrics.json" "$OUT/data/meta.json" \
       "$PY" train_sft.py "${common[@]}" --width "$W" $(resume_flag "$OUT/sft_w$W/ckpt.pt")
+    stage "search (width $W)" "$OUT/search_sft_w$W/scaling.json" "$OUT/sft_w$W/metrics.json" \
+      "$PY" search.py "${common[@]}" --method majority --budget 1,4,16 --policy "sft_w$W"
   done
   # self-correction: traces where some steps are written wrong and then taken back, at width W
   stage "prepare (self-correction traces)" "$SC/data/meta.json" "data/task.py data/tokenizer.py" \
     "$PY" data/prepare.py --preset "$PRESET" --out "$SC" --seed "$SEED" --self-correct 0.2
   stage "sft (self-correction, width $W)" "$SC/sft_w$W/metrics.json" "$SC/data/meta.json" \
     "$PY" train_sft.py --preset "$PRESET" --out "$SC" --seed "$SEED" --width "$W" $(resume_flag "$SC/sft_w$W/ckpt.pt")
-}
-search_sft() {
-  stage "search (sft policy)" "$OUT/search/scaling.json" "$OUT/prm/metrics.json" \
-    "$PY" search.py "${common[@]}" --method all --budget 1,4,16 --policy sft
-}
-rl_and_smaller_search() {
+  until current "$OUT/prm/metrics.json" "$OUT/sft/metrics.json"; do sleep 2; done  # PPO starts from the PRM
   stage rl "$OUT/rl/metrics.json" "$OUT/prm/metrics.json" \
     "$PY" train_rl.py "${common[@]}" $(resume_flag "$OUT/rl/ckpt.pt")
-  for W in $WIDTHS; do
-    stage "search (width $W)" "$OUT/search_sft_w$W/scaling.json" "$OUT/sft_w$W/metrics.json $OUT/prm/metrics.json" \
-      "$PY" search.py "${common[@]}" --method all --budget 1,4,16 --policy "sft_w$W"
-  done
 }
-echo "run.sh: two lanes; the side lane (extra SFT runs, then PPO and the smaller policy's grid) logs to $SIDE_LOG"
-lanes policy_and_verifier extra_policies
-lanes search_sft rl_and_smaller_search
+stage sft "$OUT/sft/metrics.json" "$OUT/data/meta.json" \
+  "$PY" train_sft.py "${common[@]}" $(resume_flag "$OUT/sft/ckpt.pt")
+echo "run.sh: two lanes; the side lane (extra SFT runs, their grid, then PPO) logs to $SIDE_LOG"
+lanes verifier_and_search extra_policies_and_rl
 "$PY" report.py --out "$OUT"  # its verdict table has a column for every seed run so far (OUT, OUT_seed1, ...)
 [ "$OUT" = "$BASE" ] || [ ! -d "$BASE" ] || "$PY" report.py --out "$BASE"
 printf 'the whole pipeline\t%s\t0\n' "$SECONDS" >>"$OUT/run_times.tsv"

@@ -293,9 +293,11 @@ def training_mix(policy, train, task, device, n_per_difficulty):
     for r in train:
         by_difficulty.setdefault(r["difficulty"], []).append(r)
     sample = [r for d in sorted(by_difficulty) for r in by_difficulty[d][:n_per_difficulty]]
-    accuracy = evaluate_policy(policy, sample, task, device, desc="training mix")["accuracy_by_difficulty"]
+    result = evaluate_policy(policy, sample, task, device, desc="training mix")
+    accuracy = result["accuracy_by_difficulty"]
     chosen = [int(d) for d, a in accuracy.items() if MIX_RANGE[0] < a < MIX_RANGE[1]]
-    return chosen or sorted(by_difficulty), accuracy
+    return chosen or sorted(by_difficulty), {k: result[k] for k in ("accuracy_by_difficulty", "problems_by_difficulty",
+                                                                     "interval_by_difficulty")}
 
 
 def pick_problems(train, difficulties, n, generator):
@@ -407,7 +409,7 @@ def main(argv=None, stop_after=None):
         difficulties, mix_accuracy = training_mix(reference, train, task, d.device, max(1, preset.eval_problems // 2))
         val_log = [{"iteration": 0, "accuracy": evaluate_policy(reference, val, task, d.device)["accuracy"]}]  # the SFT policy
     print(f"rl: {args.algo}, reward {args.reward}, value model from {critic_init or 'none'}; training difficulties "
-          f"{difficulties} (SFT greedy accuracy {', '.join(f'{k}: {v:.2f}' for k, v in mix_accuracy.items())})")
+          f"{difficulties} (SFT greedy accuracy {', '.join(f'{k}: {v:.2f}' for k, v in mix_accuracy['accuracy_by_difficulty'].items())})")
 
     def checkpoint(iteration):
         save_checkpoint(ckpt_path, best, step=iteration, policy=policy.state_dict(), policy_optimizer=policy_optimizer.state_dict(),

@@ -39,7 +39,7 @@ def batch_indices(seed, step, n_examples, batch_size):
 def main(argv=None, stop_after=None):
     """stop_after: end the run after that many steps, as a kill right after a checkpoint would (tests)."""
     parser = stage_parser(__doc__)
-    parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's sft_steps, or sweep_steps with --width)")
     parser.add_argument("--batch-size", type=int, help="sequences per step over all processes (default: the preset's)")
     parser.add_argument("--micro-batch", type=int, help="sequences per forward pass (default: the preset's)")
     parser.add_argument("--lr", type=float, help="peak AdamW learning rate, embeddings and gains (default: the preset's)")
@@ -51,7 +51,8 @@ def main(argv=None, stop_after=None):
     parser.add_argument("--compile", action="store_true", help="torch.compile the model for training")
     args = parse(parser, argv)
     t0, preset = time.time(), PRESETS[args.preset]
-    steps = args.steps or preset.sft_steps
+    sweep = args.width not in (None, preset.n_embd)  # one of the sweep's smaller sizes: its own directory and steps
+    steps = args.steps or (preset.sweep_steps if sweep and preset.sweep_steps else preset.sft_steps)
     batch_size, micro_batch = args.batch_size or preset.batch_size, args.micro_batch or preset.micro_batch
     peak_lr, eval_every = args.lr or preset.lr, args.eval_every or preset.eval_every
 
@@ -71,7 +72,7 @@ def main(argv=None, stop_after=None):
     model = GPT(preset.model_config(args.width), attn=args.attn).to(d.device)
     model.scalar_head.requires_grad_(False)  # SFT trains the language model only
     optimizer = make_optimizer(model, peak_lr, args.muon_lr or preset.muon_lr)
-    name = "sft" if args.width in (None, preset.n_embd) else f"sft_w{args.width}"  # the sweep's other sizes
+    name = f"sft_w{args.width}" if sweep else "sft"
     ckpt_path = os.path.join(args.out, name, "ckpt.pt")
     start, history = 0, []
     if args.resume:

@@ -46,13 +46,16 @@ def test_exchange_rate_compares_at_matched_total_flops(tmp_path):
     write(f"{out}/sft_w48/metrics.json", sft_metrics(48, 100, 100, {"1": 0.3, "2": 0.1}))  # 6e4
     write(f"{out}/prm/metrics.json", {"train_flops": 1e5, "step_auroc": 0.9, "step_auroc_by_difficulty": {},
                                       "first_error_lowest_rate": 0.5, "first_error_lowest_chance": 0.4, "best_of_n": []})
+    ids = list(range(100))
     write(f"{out}/search/scaling.json", [
-        {"method": "greedy", "budget": 1, "difficulty": d, "accuracy": a, "generated_tokens": 10, "problems": 100}
-        for d, a in ((1, 0.5), (2, 0.2))])
+        {"method": "greedy", "budget": 1, "difficulty": 1, "accuracy": 0.5, "generated_tokens": 10, "problems": 100,
+         "problem": ids, "correct": [1] * 50 + [0] * 50},
+        {"method": "greedy", "budget": 1, "difficulty": 2, "accuracy": 0.2, "generated_tokens": 10, "problems": 100}])
     write(f"{out}/search_sft_w48/scaling.json", [
         # greedy of the larger policy costs 6e5 + 10 problems x 2 x 1000 x 10 tokens = 8e5 in all
         # d=1: majority at 16 is cheaper (6e4 + 10 x 2 x 100 x 160 = 3.8e5) and better: search wins
-        {"method": "majority", "budget": 16, "difficulty": 1, "accuracy": 0.9, "generated_tokens": 160, "problems": 100},
+        {"method": "majority", "budget": 16, "difficulty": 1, "accuracy": 0.9, "generated_tokens": 160, "problems": 100,
+         "problem": ids, "correct": [1] * 90 + [0] * 10},
         # d=2: the PRM's training (1e5) and reading (10 x 2 x 1000 x 200 = 4e6) make it dearer than greedy: left out
         {"method": "bon-prm", "budget": 16, "difficulty": 2, "accuracy": 0.9, "generated_tokens": 160,
          "scored_tokens": 200, "problems": 100},
@@ -65,8 +68,10 @@ def test_exchange_rate_compares_at_matched_total_flops(tmp_path):
     bon = next(p for p in points if p["method"] == "bon-prm")
     assert bon["flops"] == pytest.approx(6e4 + 1e5 + 10 * 2 * (100 * 160 + 1000 * 200))
     text = report.exchange_section(points)
-    assert "| 1 | 0.500 (8.00e+05) | sft_w48 majority N=16: 0.900 (3.80e+05) | smaller + search |" in text
-    assert "| 2 | 0.200 (8.00e+05) | sft_w48 greedy N=1: 0.050 (8.00e+04) | larger greedy |" in text
+    row1 = next(line for line in text.splitlines() if line.startswith("| 1 |"))
+    assert row1.startswith("| 1 | 0.500 (8.00e+05) | sft_w48 majority N=16: 0.900 (3.80e+05) | +0.400 (")
+    assert row1.endswith("): shown |")  # 40 problems more right out of 100, paired: far from zero
+    assert "| 2 | 0.200 (8.00e+05) | sft_w48 greedy N=1: 0.050 (8.00e+04) | -0.150 (no per-problem outcomes: no interval) |" in text
 
 
 def test_self_correction_table_pairs_runs_of_the_same_size(tmp_path):
@@ -77,7 +82,7 @@ def test_self_correction_table_pairs_runs_of_the_same_size(tmp_path):
                                                   "back_rate_by_difficulty": {"1": 0.05, "2": 0.1}})
     text = report.self_correction_section(out)
     assert "rate 0.2" in text
-    assert "| 1 | 0.500 | 0.600 | 0.050 |" in text and "| 2 | 0.200 | 0.300 | 0.100 |" in text
+    assert "| 1 | 0.500 | 0.600 | - | 0.050 |" in text and "| 2 | 0.200 | 0.300 | - | 0.100 |" in text
 
 
 def grid_row(method, budget, d, problems, correct, tokens=10.0):
