@@ -93,7 +93,7 @@ PRESETS = {
     "tiny": Preset(TaskConfig(n_assign=6, max_train_d=3, max_eval_d=5), n_train=40000, n_val=256, n_test_per_bin=200,
                    n_layer=2, n_head=4, n_embd=96, block_size=160,
                    sft_steps=1600, batch_size=64, micro_batch=64, lr=3e-3, warmup=60, eval_every=400,
-                   prm_steps=200, prm_best_of=16, sweep_widths=(48,), sweep_steps=800),
+                   prm_steps=200, prm_best_of=16, sweep_widths=(48,), sweep_steps=600, grid_problems=100, grid_problems_other=25),
     # minutes on one GPU: the size the later stages use. Training difficulties 1..8 of 16
     # assignments, to match the tiny preset's graded profile in spirit (not run yet: no GPU so far)
     "small": Preset(TaskConfig(n_assign=16, max_train_d=8, max_eval_d=12), n_train=200000, n_val=512, n_test_per_bin=200,

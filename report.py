@@ -320,10 +320,11 @@ def judge(out, max_train_d):
         claim("process reward beats outcome reward", f"PRM best-of-{n}", at("bon-prm"), f"ORM best-of-{n}", at("bon-orm")),
     ]
     for method in ("beam", "mcts"):
-        tokens = [r["generated_tokens"] for r in grid if r["method"] in (method, "bon-prm") and r["budget"] == n and r["difficulty"] in bins]
+        tokens = {m: mean_tokens(grid, m, n, bins) for m in (method, "bon-prm")}
+        note = f"{method} at N={n} generated {tokens[method]:.0f} tokens per problem, PRM best-of-{n} {tokens['bon-prm']:.0f}" \
+            if None not in tokens.values() else ""
         claims.append(claim("step-level search beats best-of-N at matched tokens", f"{method} at N={n}", at(method),
-                            f"PRM best-of-{n}", at("bon-prm"), note=f"generated tokens per problem: {method} and best-of-N "
-                            + " and ".join(f"{t:.0f}" for t in tokens) if tokens else ""))
+                            f"PRM best-of-{n}", at("bon-prm"), note=note))
     claims.append(claim("RL raises pass@1", "RL greedy", policy_outcomes(rl, bins), "SFT greedy",
                         policy_outcomes(rl.get("before") if rl else None, bins)))
     sizes = sweep(out)
@@ -333,6 +334,12 @@ def judge(out, max_train_d):
                         f"SFT w{width} without", policy_outcomes(dict(sizes).get(f"sft_w{width}"), bins)))
     claims.append(exchange_claim(exchange_points(out, sizes, load(out, "prm")), bins))
     return claims
+
+
+def mean_tokens(grid, method, budget, bins):
+    """Generated tokens per problem of one method and budget over the bins; None if it was not run."""
+    rows = [r for r in grid if r["method"] == method and r["budget"] == budget and r["difficulty"] in bins]
+    return sum(r["generated_tokens"] * r["problems"] for r in rows) / sum(r["problems"] for r in rows) if rows else None
 
 
 def exchange_claim(points, bins):
