@@ -3,10 +3,13 @@ markdown file (DIR/report.md). run.sh ends with it; it reads JSON files only, tr
 
     python report.py --out out/tiny
 
-Sections: greedy accuracy per difficulty bin after each stage; the PRM (step AUROC, best-of-N);
+It opens with the o1 phenomena judged: each a claim "A beats B" on the same test problems, with
+the 95% paired bootstrap interval of the difference and a verdict computed from the per-problem
+outcomes the stages wrote, one column per seed run found beside DIR (DIR_seed1, ...).
+Then: greedy accuracy per difficulty bin after each stage; the PRM (step AUROC, best-of-N);
 the test-time compute grids of the SFT and the RL policy; compute, train-time against test-time,
 in FLOPs (6 x parameters per trained token, 2 x parameters per generated or scored token, the
-usual estimate of Kaplan et al. 2020); wall time per stage.
+usual estimate of Kaplan et al. 2020); where run.sh's time went; wall time per stage.
 """
 import json
 import math
@@ -391,7 +394,7 @@ def verdict_section(out, max_train_d):
         verdicts = [m["verdict"] for m in mine]
         rows.append([c["phenomenon"], c["a"], c["b"]] + cells + [f"*{v}*" for v in verdicts]
                     + ([f"**{both(verdicts)}**"] if len(judged) > 1 else []))
-    notes = sorted({c["note"] for _, claims in judged for c in claims if c["note"]})
+    notes = list(dict.fromkeys(f"{os.path.basename(run)}: {c['note']}" for run, claims in judged for c in claims if c["note"]))
     bins = phenomena_bins(max_train_d)
     return "\n".join([f"Each row: A against B on the same test problems of difficulty {', '.join(map(str, bins))} "
                       "(the harder half of the training range), the difference of their accuracies and its 95% paired "
