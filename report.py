@@ -243,12 +243,8 @@ def plot_compute(sizes, points, path):
 
 def paired_cell(a, b, d):
     """A - B on the problems of bin d that both policies' evaluations hold, with the paired interval."""
-    mine, theirs = policy_outcomes(a, [d]), policy_outcomes(b, [d])
-    if not mine or not theirs or not set(mine) & set(theirs):
-        return "-"
-    ids = sorted(set(mine) & set(theirs))
-    diff, lo, hi = paired_difference([mine[i] for i in ids], [theirs[i] for i in ids])
-    return f"{diff:+.3f} ({lo:+.3f}, {hi:+.3f})"
+    c = claim("", "", policy_outcomes(a, [d]), "", policy_outcomes(b, [d]))
+    return f"{c['difference']:+.3f} ({c['interval'][0]:+.3f}, {c['interval'][1]:+.3f})" if "difference" in c else "-"
 
 
 def self_correction_section(out):
@@ -277,12 +273,6 @@ def self_correction_section(out):
 # training difficulties), with its 95% paired bootstrap interval.
 # The verdict is computed (common.verdict), never typed: shown, not shown, within noise.
 
-def by_problem(problem, correct, difficulty=None, bins=None):
-    """{problem id: right (0/1)} for the problems in the bins (all of them with bins=None)."""
-    keep = range(len(problem)) if bins is None else [i for i, d in enumerate(difficulty) if d in bins]
-    return {problem[i]: correct[i] for i in keep}
-
-
 def grid_outcomes(rows, method, budget, bins):
     """{problem id: right} of one method and budget of a search grid, over the bins; None if absent."""
     mine = [r for r in rows if r["method"] == method and r["budget"] == budget and r["difficulty"] in bins and "correct" in r]
@@ -296,7 +286,7 @@ def policy_outcomes(metrics, bins):
     if not metrics or "outcomes" not in metrics:
         return None
     o = metrics["outcomes"]
-    return by_problem(o["problem"], o["correct"], o["difficulty"], bins)
+    return {p: c for p, c, d in zip(o["problem"], o["correct"], o["difficulty"]) if d in bins}
 
 
 def claim(name, label_a, a, label_b, b, note=""):
