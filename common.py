@@ -49,18 +49,16 @@ class Preset:
     grid_problems: int = 200
     grid_problems_other: int = 50
     # reward models (train_prm.py)
-    prm_problems: int = 2048        # training problems the policy samples solutions to
-    prm_samples: int = 1            # K: solutions sampled per training problem
-    prm_flawed: int = 8192          # F: more training problems, each adding its reference solution and a flawed copy
+    prm_problems: int = 8192        # training problems the policy writes one solution to: the PRM's examples
     prm_temperature: float = 1.0    # sampling temperature for solutions and Monte Carlo rollouts
     prm_rollouts: int = 4           # M: rollouts per step for --labels mc-hard / mc-soft
     prm_agreement_samples: int = 64  # solutions whose steps get 1, 4, 16 rollouts to compare with the oracle
-    prm_steps: int = 600            # optimizer steps, for the PRM and again for the ORM
+    prm_steps: int = 400            # optimizer steps, for the PRM and again for the ORM
     prm_batch_size: int = 64        # sequences per optimizer step
     prm_lr: float = 1e-3            # AdamW's peak (embeddings, gains, the scalar head)
     prm_muon_lr: float = 0.02       # Muon's peak (the blocks' matrices), as in SFT
-    prm_eval_problems: int = 24     # test problems per difficulty bin for the AUROC and best-of-N
-    prm_best_of: int = 64           # the largest N of best-of-N (N = 1, 2, 4, ..., this)
+    prm_eval_problems: int = 100    # test problems per difficulty bin for the verifiers' AUROC
+    prm_eval_samples: int = 4       # the policy's samples of each, the verifiers' common test set
     # reinforcement learning (train_rl.py); the defaults are the tiny preset's
     rl_iterations: int = 24         # policy updates, each on fresh rollouts
     rl_rollouts: int = 64           # solutions sampled per iteration (GRPO: problems x group size)
@@ -84,8 +82,8 @@ PRESETS = {
     "test": Preset(TaskConfig(n_assign=6, max_train_d=2, max_eval_d=4), n_train=400, n_val=32, n_test_per_bin=8,
                    n_layer=2, n_head=2, n_embd=32, block_size=128,
                    sft_steps=6, batch_size=8, micro_batch=4, lr=3e-3, warmup=2, eval_every=3, eval_problems=8,
-                   prm_problems=8, prm_samples=2, prm_flawed=8, prm_agreement_samples=4, prm_steps=4, prm_batch_size=8,
-                   prm_eval_problems=2, prm_best_of=4, rl_iterations=2, rl_rollouts=8, rl_minibatch=4, rl_eval_every=1,
+                   prm_problems=16, prm_agreement_samples=4, prm_steps=4, prm_batch_size=8,
+                   prm_eval_problems=2, prm_eval_samples=2, rl_iterations=2, rl_rollouts=8, rl_minibatch=4, rl_eval_every=1,
                    sweep_widths=(16,), grid_problems=3, grid_problems_other=2),
     # minutes on a 2-core CPU. Training difficulties 1..3 give a graded policy (about 0.9 / 0.75 /
     # 0.4 greedy: results/regime/README.md), so search, verifiers and RL have problems the policy
@@ -93,14 +91,14 @@ PRESETS = {
     "tiny": Preset(TaskConfig(n_assign=6, max_train_d=3, max_eval_d=5), n_train=40000, n_val=256, n_test_per_bin=200,
                    n_layer=2, n_head=4, n_embd=96, block_size=160,
                    sft_steps=1600, batch_size=64, micro_batch=64, lr=3e-3, warmup=60, eval_every=400,
-                   prm_steps=200, prm_best_of=16, sweep_widths=(48,), sweep_steps=600, grid_problems=100, grid_problems_other=25),
+                   sweep_widths=(48,), sweep_steps=600, grid_problems=100, grid_problems_other=25),
     # minutes on one GPU: the size the later stages use. Training difficulties 1..8 of 16
     # assignments, to match the tiny preset's graded profile in spirit (not run yet: no GPU so far)
     "small": Preset(TaskConfig(n_assign=16, max_train_d=8, max_eval_d=12), n_train=200000, n_val=512, n_test_per_bin=200,
                     n_layer=6, n_head=6, n_embd=384, block_size=448,
                     sft_steps=3000, batch_size=128, micro_batch=64, lr=1e-3, warmup=200, eval_every=500,
                     # the PRM and RL sizes below have not been run yet (no GPU so far): first guesses
-                    prm_samples=8, prm_flawed=32768, prm_agreement_samples=256, prm_steps=1500, prm_batch_size=128,
+                    prm_problems=65536, prm_agreement_samples=256, prm_steps=1500, prm_batch_size=128,
                     prm_lr=1e-4, prm_muon_lr=0.005,
                     prm_eval_problems=100, rl_iterations=200, rl_rollouts=256, rl_minibatch=64, rl_lr=3e-5,
                     rl_eval_every=20, sweep_widths=(128, 256)),
@@ -441,10 +439,10 @@ def step_ends(tokens, start=0):
 
 
 @torch.no_grad()
-def scalar_probabilities(model, sequences, positions, batch_size=256):
-    """sigmoid(scalar head) at the given positions of each token sequence: a list of lists of
-    floats. One forward pass per batch of sequences, right-padded: attention is causal, so the
-    padding after a position never changes its score."""
+def scalar_probabilities(model, sequences, batch_size=256):
+    """sigmoid(scalar head) at every position of each token sequence: a list of 1-D tensors.
+    One forward pass per batch of sequences, right-padded: attention is causal, so the padding
+    after a position never changes its score."""
     device, pad = model.wte.weight.device, special_id(PAD)
     was_training = model.training
     model.eval()
@@ -457,21 +455,36 @@ def scalar_probabilities(model, sequences, positions, batch_size=256):
         with autocast(device):
             scores = model(x.to(device), head="scalar")  # (B, T)
         probs = torch.sigmoid(scores.float()).cpu()
-        out.extend(probs[i, pos].tolist() for i, pos in enumerate(positions[start:start + batch_size]))
+        out.extend(probs[i, :len(s)] for i, s in enumerate(chunk))
     model.train(was_training)
     return out
 
 
+def span_minima(model, sequences, spans, batch_size=256):
+    """The PRM's score of each span [start, end) of each sequence: the lowest probability any of
+    its tokens gets. The PRM judges every token (is the text still on a right path?), so a step
+    is as good as its weakest token: the token where a mistake is made scores low at once, and
+    no single position has to re-derive a whole step (results/verifiers/README.md)."""
+    probs = scalar_probabilities(model, sequences, batch_size)
+    return [[p[a:b].min().item() for a, b in seq_spans] for p, seq_spans in zip(probs, spans)]
+
+
+def step_spans(ends, start):
+    """The token span [first, end] of each step, from the step ends and the solution's start."""
+    firsts = [start] + [e + 1 for e in ends[:-1]]
+    return [(a, e + 1) for a, e in zip(firsts, ends)]
+
+
 def step_scores(model, sequences, prompt_lengths, batch_size=256):
-    """The PRM's probability that each step is right, at each step end (step_ends) of each
-    prompt + solution sequence: a list of lists, one float per step (the answer step last)."""
-    ends = [step_ends(s, n) for s, n in zip(sequences, prompt_lengths)]
-    return scalar_probabilities(model, sequences, ends, batch_size)
+    """The PRM's probability that each step is right, for each prompt + solution sequence: a list
+    of lists, one float per step (step_ends; the answer step last)."""
+    spans = [step_spans(step_ends(s, n), n) for s, n in zip(sequences, prompt_lengths)]
+    return span_minima(model, sequences, spans, batch_size)
 
 
 def outcome_scores(model, sequences, batch_size=256):
     """The ORM's probability that the final answer is right, read at each sequence's last token."""
-    return [p[0] for p in scalar_probabilities(model, sequences, [[len(s) - 1] for s in sequences], batch_size)]
+    return [p[-1].item() for p in scalar_probabilities(model, sequences, batch_size)]
 
 
 def aggregate(step_probabilities, how):
@@ -489,25 +502,3 @@ def aggregate(step_probabilities, how):
     if how == "last":
         return step_probabilities[-1]
     raise ValueError(f"unknown aggregation {how!r}: choose min, prod or last")
-
-
-def oracle_step_labels(problem, solution, p):
-    """The verifier's label for each step end of a solution (text; one label per step end as
-    step_ends counts them): 1 when the step is right and every step still standing before it is
-    right, else 0. This is the first-error rule: after the first wrong step every step is 0,
-    however right in itself, until a back token takes the wrong step back; then the chain is
-    clean again and the correction scores 1. The answer line, when the solution reaches its
-    end-of-text, is the last step: 1 when the chain is clean and the answer right."""
-    verdict = verify(problem, solution, p)
-    standing, labels = [], []  # standing: the verdicts of the steps not taken back
-    pieces = solution.split(EOT)[0].replace(PAD, "").split(STEP)[:-1]
-    for piece, right in zip(pieces, verdict.step_correct):
-        backs = 0
-        while piece.startswith(BACK):
-            piece, backs = piece[len(BACK):], backs + 1
-        del standing[max(0, len(standing) - backs):]
-        standing.append(right)
-        labels.append(int(all(standing)))
-    if verdict.finished:
-        labels.append(int(all(standing) and verdict.answer_correct))
-    return labels

@@ -13,6 +13,9 @@ attention backends behind one switch, and checkpoint reading and writing.
 """
 import math
 import os
+import re
+import shutil
+import subprocess
 import sys
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -173,8 +176,9 @@ class TiledAttention(torch.autograd.Function):
         return (*_flash_backward(do, *ctx.saved_tensors, *ctx.blocks), None, None)
 
 
-_KERNELS_CU = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels.cu")
-_extension = None  # the compiled kernels.cu, or a string: why it could not be built
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_KERNEL_SOURCES = [os.path.join(_HERE, "kernels.cu"), os.path.join(_HERE, "kernels_binding.cpp")]
+_extension = None  # kernels.cu built and checked, or a string: why it is not used
 
 
 def cuda_kernel_unavailable():
@@ -188,19 +192,101 @@ def cuda_kernel_unavailable():
     return None
 
 
-def _flash_extension():
-    """Compile kernels.cu on first use; torch.utils.cpp_extension caches the build (in
-    $TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions) and rebuilds only when the file changes."""
+def _flash_extension(device="cuda"):
+    """kernels.cu, built on first use and trusted only once it passes its self-check on `device`;
+    or a string: why not, which every later call gets too, so attention() uses sdpa from then on."""
     global _extension
     if _extension is None:
-        print("model: loading kernels.cu (compiled by torch.utils.cpp_extension on first use, cached after)", file=sys.stderr)
-        try:
-            from torch.utils.cpp_extension import load
-            _extension = load(name="o1_flash_attention", sources=[_KERNELS_CU], extra_cuda_cflags=["-O3"])
-        except Exception as e:  # no compiler, wrong CUDA version, ...: fall back, say why
-            last_line = (str(e).strip().splitlines() or [""])[-1][:200]
-            _extension = f"kernels.cu did not build ({type(e).__name__}: {last_line})"
+        _extension = _build_kernels()
+        if not isinstance(_extension, str):
+            _extension = _self_check(FlashAttentionCUDA.apply, device) or _extension
+        if isinstance(_extension, str):  # the same key as attention()'s warning: said once
+            _warn_once(f"cuda: {_extension}", f"--attn cuda: {_extension}; using sdpa")
     return _extension
+
+
+def _build_kernels():
+    """kernels.cu and its binding compiled by torch.utils.cpp_extension, which caches the build (in
+    $TORCH_EXTENSIONS_DIR, default ~/.cache/torch_extensions) and rebuilds only when a source
+    changes; or one line: why it cannot be built."""
+    problem = _build_problem()
+    if problem:
+        return f"kernels.cu cannot be built: {problem}"
+    print("model: loading kernels.cu (built by torch.utils.cpp_extension on first use, about 15 s; cached after)",
+          file=sys.stderr)
+    try:
+        from torch.utils.cpp_extension import load
+        return load(name="o1_flash_attention", sources=_KERNEL_SOURCES, extra_cuda_cflags=["-O3"])
+    except Exception as e:  # a compiler or linker error: the line that says which, not the whole log
+        return f"kernels.cu did not build: {_first_error(str(e))[:300]}"
+
+
+def _build_problem():
+    """What stops torch.utils.cpp_extension from building kernels.cu here, and the fix, in one line;
+    None if nothing does. Checked before the build, so that a user reads the cause, not a log."""
+    from torch.utils import cpp_extension
+    if not cpp_extension.is_ninja_available():
+        return "ninja is missing (cpp_extension builds with it): pip install ninja"
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        return f"no C++ compiler {compiler!r}: install g++ (apt install g++) or set CXX to one"
+    nvcc = os.path.join(cpp_extension.CUDA_HOME or "", "bin", "nvcc")
+    if not cpp_extension.CUDA_HOME or not os.path.exists(nvcc):
+        return f"no nvcc: install the CUDA {torch.version.cuda} toolkit and set CUDA_HOME to it (or put its bin/ on the PATH)"
+    release = re.search(r"release (\d+)\.(\d+)", subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout)
+    ours = torch.version.cuda.split(".")[0]
+    if release and release.group(1) != ours:
+        return (f"{nvcc} is CUDA {release.group(1)}.{release.group(2)}, this torch is built with CUDA {torch.version.cuda}: "
+                f"set CUDA_HOME to a CUDA {ours}.x toolkit, or install a torch built for CUDA {release.group(1)}")
+    return None
+
+
+def _first_error(log):
+    """The line of a failed build's log that says what went wrong: the first line the failed command
+    printed (ninja writes `FAILED: target`, then the command, then its output), else the last line."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()] or ["no message"]
+    failed = next((i for i, line in enumerate(lines) if line.startswith("FAILED:")), None)
+    return lines[failed + 2] if failed is not None and failed + 2 < len(lines) else lines[-1]
+
+
+def _self_check(flash, device):
+    """Why kernels.cu must not be trusted, or None. On a random causal batch of each head dim, its
+    output and dQ, dK, dV in bf16 must be within twice SDPA's own bf16 error of an fp32 reference
+    (the rule of FlashAttention's tests); else the warning names each one that is not, with both errors."""
+    device, generator = torch.device(device), torch.Generator().manual_seed(0)  # the training's random stream is left alone
+    try:
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            for D in (64, 128):
+                q, k, v, do = (torch.randn(2, 3, 200, D, generator=generator).to(device) for _ in range(4))
+                errors = flash_errors(flash, q, k, v, do)
+                wrong = [f"{name} {ours:.1e} (sdpa {sdpa:.1e})" for name, (ours, sdpa) in errors.items()
+                         if ours > 2 * sdpa + 1e-4]  # + 1e-4: where sdpa is exact, a last-bit difference is no error
+                if wrong:
+                    return (f"kernels.cu failed its self-check against sdpa (causal, B=2, H=3, T=200, D={D}; max error "
+                            f"against fp32, more than twice sdpa's): {', '.join(wrong)}")
+    except RuntimeError as e:  # a launch or shape error of the kernel itself
+        return f"kernels.cu failed its self-check: {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
+    return None
+
+
+def _outputs_and_gradients(fn, q, k, v, do):
+    """fn(q, k, v) and the gradients dq, dk, dv for the upstream gradient do."""
+    q, k, v = (x.detach().clone().requires_grad_() for x in (q, k, v))
+    out = fn(q, k, v)
+    out.backward(do)
+    return [out.detach(), q.grad, k.grad, v.grad]
+
+
+def flash_errors(flash, q, k, v, do):
+    """{"out" | "dq" | "dk" | "dv": (flash's error, sdpa's error)}: the largest |error| of causal attention
+    by `flash` and by sdpa, both on q, k, v and the upstream gradient do in bf16, against the math
+    backend in fp32 on the same (bf16-rounded) numbers."""
+    q, k, v, do = (x.to(torch.bfloat16) for x in (q, k, v, do))
+    reference = _outputs_and_gradients(lambda *x: attention(*x, "math"), q.float(), k.float(), v.float(), do.float())
+
+    def errors(fn):
+        return [(a.float() - b).abs().max().item() for a, b in zip(_outputs_and_gradients(fn, q, k, v, do), reference)]
+    return dict(zip(("out", "dq", "dk", "dv"), zip(errors(flash), errors(lambda *x: attention(*x, "sdpa")))))
 
 
 def _flash_refuses(q, k, v, mask):
@@ -215,7 +301,7 @@ def _flash_refuses(q, k, v, mask):
         return f"kernels.cu has head dims 64 and 128, not {q.size(-1)}"
     if q.shape != k.shape:
         return "kernels.cu needs as many keys as queries (no KV cache)"
-    extension = _flash_extension()
+    extension = _flash_extension(q.device)
     return extension if isinstance(extension, str) else None
 
 

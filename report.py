@@ -57,20 +57,65 @@ def with_interval(m, b):
     return f"{acc:.3f} ({lo:.2f}-{hi:.2f}), {m['problems_by_difficulty'][b]}"
 
 
-def prm_section(prm):
-    if not prm:
+def prm_section(prm, grid):
+    """The verifiers head to head on the same samples (step and outcome AUROC, the first error),
+    and what each buys at the grid's largest N (search.py's best-of-N on its own samples)."""
+    if not prm or "verifiers_by_difficulty" not in prm:
         return "No PRM yet (python train_prm.py)."
-    lines = [f"Step AUROC against the oracle labels: {pct(prm['step_auroc'])} on the training difficulties; by bin: "
-             + ", ".join(f"d={b} {pct(v)}" for b, v in prm["step_auroc_by_difficulty"].items()) + ".",
-             f"The first wrong step is the lowest-scored one in {pct(prm['first_error_lowest_rate'])} of the solutions "
-             f"(chance {pct(prm['first_error_lowest_chance'])}).", ""]
-    rows = prm["best_of_n"]
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    cells = {(r["difficulty"], r["budget"], r["method"]): r["accuracy"] for r in rows}
-    keys = sorted({(r["difficulty"], r["budget"]) for r in rows if r["method"] != "greedy"})
-    lines.append(table(["d", "N"] + methods, [[d, n] + [pct(cells.get((d, n, m), cells.get((d, 1, m))))
-                                                       for m in methods] for d, n in keys]))
-    return "\n".join(lines)
+    n = max((r["budget"] for r in grid), default=None)
+    at = {(r["method"], r["difficulty"]): r for r in grid if r["budget"] == n}
+    picks = [("bon-prm", "PRM"), ("bon-orm", "ORM"), ("bon-confidence", "confidence"), ("majority", "majority"),
+             ("pass@n", f"pass@{n}")]
+
+    def cell(method, b):
+        r = at.get((method, int(b)))
+        return f"{r['accuracy']:.2f} ({r['interval'][0]:.2f}-{r['interval'][1]:.2f})" if r else "n/a"
+
+    rows = [[b, r["samples"], pct(r["step_auroc_prm"]), pct(r["step_auroc_confidence"]), pct(r["outcome_auroc_orm"]),
+             pct(r["outcome_auroc_prm"]), pct(r["prm_first_error_lowest_rate"]), pct(r["confidence_first_error_lowest_rate"]),
+             pct(r["prm_first_error_found_rate"])] + [cell(m, b) for m, _ in picks]
+            for b, r in prm["verifiers_by_difficulty"].items()]
+    header = ["d", "samples", "step AUROC PRM", "confidence", "outcome AUROC ORM", "PRM", "first error lowest PRM",
+              "confidence", "PRM's first < 1/2"] + [f"best-of-{n} {name}" for _, name in picks]
+    return "\n".join([f"The PRM learned from {prm['labels']} labels on {prm['train_solutions']} of the policy's own solutions "
+                      f"(every token labelled; a step scores its weakest token). AUROC against the oracle, on "
+                      f"{prm['eval_samples_per_problem']} samples of the SFT policy per test problem (temperature "
+                      f"{prm['temperature']}); best-of-{n} from the search grid, with 95% intervals:", "",
+                      table(header, rows)])
+
+
+def compute_optimal_section(grid, bins):
+    """Per bin: the generated tokens each method needs to reach PRM best-of-N's accuracy at the
+    grid's largest N (the fewest tokens among its budgets that reach it: no interpolation), and at
+    each of best-of-N's token levels the most accurate method within it: which method is
+    compute-optimal where (Snell et al. 2024)."""
+    if not grid:
+        return "No grid yet."
+    n = max(r["budget"] for r in grid)
+    methods = [m for m in dict.fromkeys(r["method"] for r in grid) if m != "pass@n"]
+    lines = []
+    for b in bins:
+        rows = [r for r in grid if r["difficulty"] == b]
+        target = next((r for r in rows if r["method"] == "bon-prm" and r["budget"] == n), None)
+        if target is None:
+            continue
+        cells = []
+        for m in methods:
+            reach = [r for r in rows if r["method"] == m and r["accuracy"] >= target["accuracy"]]
+            best = min(reach, key=lambda r: r["generated_tokens"]) if reach else None
+            cells.append([m, f"{best['generated_tokens']:.0f} (N={best['budget']}, {best['accuracy']:.3f})" if best else
+                          f"not reached (best {max(r['accuracy'] for r in rows if r['method'] == m):.3f})"])
+        levels = sorted((r["generated_tokens"], r["budget"]) for r in rows if r["method"] == "bon-prm")
+        optimal = []
+        for tokens, budget in levels:
+            within = [r for r in rows if r["method"] != "pass@n" and r["generated_tokens"] <= tokens * 1.05]
+            top = max(r["accuracy"] for r in within)
+            optimal.append(f"{tokens:.0f} tokens (best-of-{budget}): " + ", ".join(
+                sorted({f"{r['method']} N={r['budget']}" for r in within if r["accuracy"] == top})) + f" ({top:.3f})")
+        lines += [f"d={b}: tokens to reach PRM best-of-{n}'s {target['accuracy']:.3f} ({target['generated_tokens']:.0f} tokens)", "",
+                  table(["method", "tokens per problem (budget, accuracy)"], cells), "",
+                  "Most accurate within each of best-of-N's token levels (5% slack): " + "; ".join(optimal) + ".", ""]
+    return "\n".join(lines).strip()
 
 
 def grid_section(out, stage):
@@ -311,6 +356,8 @@ def judge(out, max_train_d):
         claim("accuracy rises with test-time compute", f"majority of {n}", at("majority"), "greedy", at("greedy", 1)),
         claim("an outcome verifier picks better than a vote", f"ORM best-of-{n}", at("bon-orm"), f"majority of {n}", at("majority")),
         claim("process reward beats outcome reward", f"PRM best-of-{n}", at("bon-prm"), f"ORM best-of-{n}", at("bon-orm")),
+        claim("a trained verifier beats the policy's own confidence", f"PRM best-of-{n}", at("bon-prm"),
+              f"confidence best-of-{n}", at("bon-confidence")),
     ]
     for method in ("beam", "mcts"):
         tokens = {m: mean_tokens(grid, m, n, bins) for m in (method, "bon-prm")}
@@ -318,6 +365,7 @@ def judge(out, max_train_d):
             if None not in tokens.values() else ""
         claims.append(claim("step-level search beats best-of-N at matched tokens", f"{method} at N={n}", at(method),
                             f"PRM best-of-{n}", at("bon-prm"), note=note))
+    claims += [half_token_claim(grid, bins, n, at, method) for method in ("beam", "mcts")]
     claims.append(claim("RL raises pass@1", "RL greedy", policy_outcomes(rl, bins), "SFT greedy",
                         policy_outcomes(rl.get("before") if rl else None, bins)))
     sizes = sweep(out)
@@ -327,6 +375,21 @@ def judge(out, max_train_d):
                         f"SFT w{width} without", policy_outcomes(dict(sizes).get(f"sft_w{width}"), bins)))
     claims.append(exchange_claim(exchange_points(out, sizes, load(out, "prm")), bins))
     return claims
+
+
+def half_token_claim(grid, bins, n, at, method):
+    """Step search at its largest budget that spends at most half of PRM best-of-n's generated
+    tokens, against best-of-n (Snell et al.: about 4x less compute for the same accuracy).
+    Shown means better; within noise, as good as far as the interval can tell."""
+    name = "step-level search at half the tokens of best-of-N"
+    half = (mean_tokens(grid, "bon-prm", n, bins) or 0) / 2
+    fits = [(b, t) for b in sorted({r["budget"] for r in grid}) if (t := mean_tokens(grid, method, b, bins)) is not None and t <= half]
+    if not fits:
+        return claim(name, method, None, f"PRM best-of-{n}", None)
+    budget, tokens = fits[-1]
+    return claim(name, f"{method} at N={budget}", at(method, budget), f"PRM best-of-{n}", at("bon-prm"),
+                 note=f"{method} at N={budget} generated {tokens:.0f} tokens per problem, at most half of PRM best-of-{n}'s "
+                      f"{2 * half:.0f}; within noise: as accurate as far as the interval can tell")
 
 
 def mean_tokens(grid, method, budget, bins):
@@ -435,13 +498,15 @@ def main(argv=None):
         f"# o1 report: preset {preset}, device {device}, written {time.strftime('%Y-%m-%d %H:%M')}",
         "## The o1 phenomena, judged", verdict_section(args.out, max_train_d),
         "## Greedy accuracy per difficulty (fraction of right final answers)", accuracy_section(metrics),
-        "## The process reward model", prm_section(metrics["prm"]),
+        "## The verifiers, head to head", prm_section(metrics["prm"], load(args.out, "search", "scaling.json") or []),
         "## Test-time compute, SFT policy", grid_section(args.out, "search"),
+        "## Compute-optimal test-time search", compute_optimal_section(load(args.out, "search", "scaling.json") or [],
+                                                                       phenomena_bins(max_train_d)),
         "## Test-time compute, RL policy", grid_section(args.out, "search_rl"),
         "## Compute: train time against test time", compute_section(metrics),
         "## Model size: greedy accuracy against training compute", sweep_section(sizes),
         "## The exchange rate: a smaller model with search against a larger one with greedy decoding",
-        exchange_section(points) + (f"\n\n![compute](compute.png)" if plotted else ""),
+        exchange_section(points) + ("\n\n![compute](compute.png)" if plotted else ""),
         "## Self-correction", self_correction_section(args.out),
         "## Where the time goes", times_section(args.out),
         "## Wall time per stage (seconds, from each stage's metrics)", table(["stage", "seconds"], walls) if walls else "-",

@@ -12,6 +12,7 @@ that compute in five ways, all built on the same two primitives:
   bon-prm      best-of-N: the chain whose steps the PRM likes best (Lightman et al. 2023);
   prm-vote     best-of-N as a vote, each answer weighted by its chains' PRM scores;
   bon-orm      best-of-N by the outcome reward model (ORM), the baseline the PRM should beat;
+  bon-confidence  best-of-N by the policy's own confidence (its least likely token), no verifier;
   beam         step-level beam search guided by the PRM (Snell et al. 2024, section 5);
   mcts         Monte Carlo tree search over steps: PUCT with the policy's step probability as
                prior (AlphaZero), the PRM's score of a leaf (or a short rollout) as its value.
@@ -50,15 +51,15 @@ from functools import partial
 
 import torch
 
-from common import (PRESETS, UserError, aggregate, autocast, outcome_scores, parse, read_split, read_task, run_cli, scalar_probabilities,
+from common import (PRESETS, UserError, aggregate, autocast, outcome_scores, parse, read_split, read_task, run_cli, span_minima,
                     bin_rates, phenomena_bins, setup_device, stage_parser, wilson, write_json)
 from data.task import EOT, PAD, STEP, ProblemError, parse_problem, prompt_text, values
 from data.tokenizer import decode, encode, special_id
 from data.verify import verify
 from model import generate, load_checkpoint, model_from_checkpoint
 
-METHODS = ("greedy", "majority", "bon-prm", "prm-vote", "bon-orm", "beam", "mcts")
-SAMPLED = ("majority", "bon-prm", "prm-vote", "bon-orm")  # these four share one set of N samples
+METHODS = ("greedy", "majority", "bon-prm", "prm-vote", "bon-orm", "bon-confidence", "beam", "mcts")
+SAMPLED = ("majority", "bon-prm", "prm-vote", "bon-orm", "bon-confidence")  # these share one set of N samples
 NEEDS_PRM = ("bon-prm", "prm-vote", "beam", "mcts")
 MAX_STEP_TOKENS = 32  # a step of the task is at most about 20 tokens; a longer one is cut into pieces
 
@@ -82,6 +83,7 @@ class Node:
     step: list = field(default_factory=list)  # this step's tokens (the stop token included)
     prompt_len: int = 0
     logprob: float = 0.0       # log-probability of the step under the sampling policy
+    lowest_logprob: float = 0.0  # its least likely token's: the policy's own confidence in the step
     terminal: bool = False     # ended by <|endoftext|>, or no room left in the context
     prm: float | None = None   # the PRM's probability that this step is right
     prior: float = 1.0         # MCTS: P(s, a), the step's probability among its siblings
@@ -136,17 +138,17 @@ def next_steps(policy, nodes, temperature=1.0, top_k=None, max_step_tokens=MAX_S
             node, sequence = nodes[i], nodes[i].sequence + step
             node.compute.generated_tokens += len(step)
             children[i] = Node(sequence, node.compute, parent=node, step=step, prompt_len=node.prompt_len,
-                               logprob=sum(logprob), terminal=step[-1] == stop[1] or len(sequence) >= block)
+                               logprob=sum(logprob), lowest_logprob=min(logprob), terminal=step[-1] == stop[1] or len(sequence) >= block)
     return children
 
 
 def score_steps(prm, chains):
     """THE SCORING PRIMITIVE. chains: for each sequence, the nodes (steps) on one path to score,
     deepest last. The PRM reads each deepest node's sequence once; every node gets the PRM's
-    probability that it is right, read at its step's last token (<|step|> or <|endoftext|>)."""
+    probability that it is right: the lowest score of its step's tokens (common.span_minima)."""
     sequences = [chain[-1].sequence for chain in chains]
-    probs = scalar_probabilities(prm, sequences, [[len(n.sequence) - 1 for n in chain] for chain in chains])
-    for chain, chain_probs in zip(chains, probs):
+    spans = [[(len(n.parent.sequence), len(n.sequence)) for n in chain] for chain in chains]
+    for chain, chain_probs in zip(chains, span_minima(prm, sequences, spans)):
         chain[-1].compute.scored_tokens += len(chain[-1].sequence)
         for node, p in zip(chain, chain_probs):
             node.prm = p
@@ -335,7 +337,7 @@ def run_greedy(setup, prompts, problems):
 
 
 def run_sampled(setup, methods, prompts, problems, n):
-    """majority, bon-prm, prm-vote, bon-orm and pass@n from one set of n samples per problem."""
+    """majority, bon-prm, prm-vote, bon-orm, bon-confidence and pass@n from one set of n samples per problem."""
     roots = [new_root(prompt) for prompt in prompts]
     leaves = complete([root for root in roots for _ in range(n)], setup.extend)
     chains = [leaves[i * n:(i + 1) * n] for i in range(len(roots))]
@@ -361,6 +363,10 @@ def run_sampled(setup, methods, prompts, problems, n):
             best = max(range(n), key=lambda j: agg[j])  # ties: the first sample
             outcome("bon-prm", i, answers[i][best], chain[best], with_prm[i])
             outcome("prm-vote", i, vote(answers[i], agg), None, with_prm[i])
+        if "bon-confidence" in methods:
+            confidence = [min(node.lowest_logprob for node in path(leaf)) for leaf in chain]
+            best = max(range(n), key=lambda j: confidence[j])
+            outcome("bon-confidence", i, answers[i][best], chain[best], sampled[i])
         if orm_scores is not None:
             scores = orm_scores[i * n:(i + 1) * n]
             best = max(range(n), key=lambda j: scores[j])

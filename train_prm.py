@@ -6,63 +6,60 @@ so it can point at the first mistake and rank solutions by how sound they are, n
 where they land (Lightman et al. 2023, "Let's Verify Step by Step"). o1 needs such a judge
 twice: as a reward for RL (train_rl.py) and to steer search at test time (search.py).
 
-1. Sample K solutions to training problems from the SFT policy at a temperature (one batched,
-   KV-cached generate call per batch). A good policy makes few mistakes, too few to learn from,
-   and a reward model that sees few problems learns them by heart, not how to check a step. So
-   F more training problems each add a pair at no sampling cost: the reference chain of thought
-   and a flawed copy (data/task.flawed_solution_text: one wrong result, operand, definition,
-   extra or skipped step, carried on to the answer).
-2. Label every step two ways. The oracle: the verifier (data/verify.py) says whether the step
-   and every step still standing before it are right. Monte Carlo, as a lab without an oracle
-   must (Wang et al. 2023, "Math-Shepherd"): from the prefix that ends at the step, roll out M
-   completions; the hard label is 1 if any reaches the right answer, the soft label is the
-   fraction that do. How well they agree with the oracle for M = 1, 4, 16, and what the
-   rollouts cost in generated tokens, is measured on a subset.
-3. Train the PRM: the SFT weights with the scalar head, binary cross-entropy at each step end on
-   the chosen labels (--labels oracle|mc-hard|mc-soft). Train the ORM baseline the same way on
-   the final answer's correctness alone.
-4. Evaluate on the test bins: step AUROC against the oracle, how often the first wrong step is
-   the lowest-scored one, and best-of-N reranking for N = 1, 2, 4, ..., 64 (PRM with each
-   aggregation, ORM, majority vote, greedy, and pass@N, the ceiling).
+1. Sample one solution to each of P training problems from the SFT policy at temperature 1
+   (one batched, KV-cached generate call per batch): the policy's own mistakes are the ones a
+   PRM must catch (results/verifiers/README.md: flawed copies of reference solutions taught it
+   mistakes the policy does not make).
+2. Label every token. The oracle: 1 while the text so far can still become a right solution,
+   0 from the first token that cannot (the verifier, data/verify.py, and the first-error rule).
+   Monte Carlo, as a lab without an oracle must (Wang et al. 2023, "Math-Shepherd"): from the
+   prefix that ends at a step, roll out M completions; the hard label is 1 if any reaches the
+   right answer, the soft label the fraction that do; every token of the step carries it. How
+   well they agree with the oracle for M = 1, 4, 16, and what they cost in generated tokens, is
+   measured on a subset.
+3. Train the PRM: the SFT weights with the scalar head, binary cross-entropy at every solution
+   token on the chosen labels (--labels oracle|mc-hard|mc-soft). A step scores its weakest token:
+   the mistake is judged where it is made, so no single position has to re-derive a whole step,
+   which a 2-layer trunk cannot (results/verifiers/README.md). The ORM baseline learns the final
+   answer's correctness at every token (Cobbe et al. 2021) and is read at the last.
+4. Evaluate the verifiers head to head on the policy's own samples of test problems, per bin:
+   step AUROC against the oracle of the PRM and of the policy's confidence (no training: its
+   least likely token so far), outcome AUROC of the ORM, how often the first wrong step is the
+   lowest-scored and the first scored below 1/2. What each verifier buys in best-of-N is
+   search.py's grid: selection lives there.
 
     python train_prm.py --preset tiny --out out/tiny                  # reads out/tiny/{data,sft}
     python train_prm.py --preset tiny --out out/tiny --labels mc-hard # learn from rollouts, no oracle
 
 What it writes, and what search.py and train_rl.py may rely on:
   DIR/prm/ckpt.pt       the PRM, a GPT checkpoint (model.load_checkpoint). Its scalar head at a
-                        step end gives the logit that the step and every step still standing
-                        before it are right. Step ends are the step tokens and, for a finished
-                        solution, the end-of-text token, which scores the answer line as a last
-                        step (right chain and right answer). common.step_scores reads them all
-                        in one forward pass; common.aggregate turns them into one score (min,
-                        prod, last); common.oracle_step_labels gives the labels it learned.
+                        token gives the logit that the solution up to there is still right; a
+                        step's score is the lowest over its tokens, the end-of-text token ending
+                        the answer line as a last step. common.step_scores reads them all in one
+                        forward pass; common.aggregate turns them into one score (min, prod, last).
   DIR/prm/orm.pt        the ORM, the same architecture: the logit that the final answer is
                         right, read at the last token (common.outcome_scores).
   DIR/prm/metrics.json  step_auroc (test problems of the training difficulties), per bin, the
-                        first-error rate, the Monte Carlo agreement curve, the best-of-N rows
-                        ({method, budget, difficulty, accuracy, generated_tokens}), the greedy
-                        accuracy_by_difficulty, preset, device, wall time.
+                        verifiers head to head (verifiers_by_difficulty), the first-error rates,
+                        the Monte Carlo agreement curve, preset, device, wall time.
 Runs on one process (the work is sampling, not training); under torchrun it stops with an error.
 """
 import os
 import random
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (PRESETS, UserError, aggregate, bin_rates, autocast, lr_at, make_optimizer, oracle_step_labels, outcome_scores,
-                    parse, read_split, read_task, run_cli, setup_device, stage_parser, step_ends, step_scores, teardown,
-                    wilson, write_json)
-from data.task import EOT, PAD, Problem, flawed_solution_text, parse_problem, prompt_text
+from common import (PRESETS, UserError, autocast, lr_at, make_optimizer, outcome_scores, parse, read_split, read_task, run_cli,
+                    setup_device, stage_parser, step_ends, step_scores, step_spans, teardown, write_json)
+from data.task import BACK, EOT, PAD, STEP, Problem, parse_problem, prompt_text, step_text, values
 from data.tokenizer import decode, encode, special_id
 from data.verify import verify
 from model import generate, load_checkpoint, model_from_checkpoint, save_checkpoint
 
-AGGREGATIONS = ("min", "prod", "last")
 AGREEMENT_ROLLOUTS = (1, 4, 16)
 
 
@@ -75,6 +72,7 @@ class Sample:
     difficulty: int
     prompt: list            # token ids of the prompt
     solution: list          # token ids the policy generated
+    logprobs: list          # log pi(token) of each, at the sampling temperature
     answer: int | None      # the answer it gave, None if none
     correct: bool           # the final answer is right
     ends: list              # step-end positions in prompt + solution (common.step_ends)
@@ -86,11 +84,11 @@ class Sample:
         return self.prompt + self.solution
 
 
-def judge(record, prompt, solution, p):
+def judge(record, prompt, solution, logprobs, p):
     problem = parse_problem(record["problem"], p)
     text = decode(solution)
     verdict = verify(problem, text, p)
-    return Sample(problem, record["difficulty"], prompt, solution, verdict.answer, verdict.answer_correct,
+    return Sample(problem, record["difficulty"], prompt, solution, logprobs, verdict.answer, verdict.answer_correct,
                   step_ends(prompt + solution, len(prompt)), oracle_step_labels(problem, text, p))
 
 
@@ -105,10 +103,66 @@ def sample_solutions(model, records, k, temperature, p, generator, batch_size, d
     for start in tqdm(range(0, len(jobs), batch_size), desc=desc, leave=False):
         batch = jobs[start:start + batch_size]
         with autocast(device):
-            solutions, _ = generate(model, [prompt for _, prompt in batch], model.cfg.block_size, special_id(PAD),
-                                    stop_ids=(eot,), temperature=temperature, generator=generator)
-        for (i, prompt), solution in zip(batch, solutions):
-            out[i].append(judge(records[i], prompt, solution, p))
+            solutions, logprobs = generate(model, [prompt for _, prompt in batch], model.cfg.block_size, special_id(PAD),
+                                           stop_ids=(eot,), temperature=temperature, generator=generator)
+        for (i, prompt), solution, lp in zip(batch, solutions, logprobs):
+            out[i].append(judge(records[i], prompt, solution, lp, p))
+    return out
+
+
+# ----------------------------------------------------------------------------- oracle labels
+
+def oracle_step_labels(problem, solution, p):
+    """The verifier's label for each step end of a solution (text; one label per step end as
+    step_ends counts them): 1 when the step is right and every step still standing before it is
+    right, else 0. This is the first-error rule: after the first wrong step every step is 0,
+    however right in itself, until a back token takes the wrong step back; then the chain is
+    clean again and the correction scores 1. The answer line, when the solution reaches its
+    end-of-text, is the last step: 1 when the chain is clean and the answer right."""
+    verdict = verify(problem, solution, p)
+    standing, labels = [], []  # standing: the verdicts of the steps not taken back
+    for piece, right in zip(solution.split(EOT)[0].replace(PAD, "").split(STEP)[:-1], verdict.step_correct):
+        _, backs = take_backs(piece)
+        del standing[max(0, len(standing) - backs):]
+        standing.append(right)
+        labels.append(int(all(standing)))
+    if verdict.finished:
+        labels.append(int(all(standing) and verdict.answer_correct))
+    return labels
+
+
+def take_backs(text):
+    """A step's text without the back tokens it opens with, and how many there were."""
+    backs = 0
+    while text.startswith(BACK):
+        text, backs = text[len(BACK):], backs + 1
+    return text, backs
+
+
+def oracle_token_labels(s, p):
+    """The oracle's label of every solution token up to the last step end: 1 while the text so
+    far can still become a right solution, 0 from the first token that cannot. A step's last
+    token gets the step's own label (oracle_step_labels); inside the first wrong step of a clean
+    chain, the tokens before the mistake are still 1. This is where the PRM learns to look."""
+    defs, truth = s.problem.by_var(), values(s.problem, p)
+    first = [len(s.prompt)] + [e + 1 for e in s.ends[:-1]]
+    standing, out = [], []  # standing: (right, variable) of each step not taken back
+    for j, (a, e) in enumerate(zip(first, s.ends)):
+        text, backs = take_backs(decode(s.tokens[a:e + 1]))
+        del standing[max(0, len(standing) - backs):]
+        if s.labels[j] or backs or not all(right for right, _ in standing):
+            out += [s.labels[j]] * (e + 1 - a)
+        else:  # the first wrong step: right up to the first token that no right step (or answer) begins with
+            known = {v for v, d in defs.items() if d.op is None} | {v for _, v in standing}
+            targets = [step_text(d, truth) + STEP for d in defs.values()
+                       if d.op is not None and all(isinstance(x, int) or x in known for x in d.args)]
+            targets.append(f"answer: {truth[s.problem.query]}{EOT}")
+            written, viable = "", True
+            for t in s.tokens[a:e + 1]:
+                written += decode([t])
+                viable = viable and any(x.startswith(written) for x in targets)
+                out.append(int(viable))
+        standing.append((bool(s.labels[j]), text[:1]))
     return out
 
 
@@ -226,57 +280,51 @@ def right_steps(samples):
     return sum(labels) / max(1, len(labels))
 
 
-def first_error_lowest(samples):
-    """Among solutions with a wrong step and at least two scored steps: how often the PRM gives
-    the first wrong step the lowest score (a tie for lowest shares the credit), and what picking
-    a step at random would score."""
-    hits, chance, n = 0.0, 0.0, 0
+def confidence_scores(s):
+    """The policy's own confidence as a verifier, no training: step j scores the lowest token
+    log-probability of any step up to j (a sampled unlikely token is where a mistake often
+    starts), so it follows the first-error rule as the labels do."""
+    scores, lowest = [], 0.0  # log-probabilities are at most 0
+    for a, b in step_spans(s.ends, len(s.prompt)):
+        lowest = min([lowest] + s.logprobs[a - len(s.prompt):b - len(s.prompt)])
+        scores.append(lowest)
+    return scores
+
+
+def first_error_rates(samples, key):
+    """Among solutions with a wrong step and at least two steps: how often the first wrong step
+    is the lowest-scored (the earliest lowest, as scores that follow the first-error rule tie after
+    it), how often it is the first step scored below 1/2 (ProcessBench's rule, Zheng et al. 2024;
+    for probabilities only), and what picking a step at random would score."""
+    lowest, found, chance, n = 0, 0, 0.0, 0
     for s in samples:
-        probs = s.scores["steps"]
-        if 0 not in s.labels or len(probs) < 2:
+        scores = s.scores[key]
+        if 0 not in s.labels or len(scores) < 2:
             continue
-        lowest = [j for j, q in enumerate(probs) if q == min(probs)]
-        hits += (s.labels.index(0) in lowest) / len(lowest)
-        chance += 1 / len(probs)
+        first = s.labels.index(0)
+        lowest += scores.index(min(scores)) == first
+        found += next((j for j, q in enumerate(scores) if q < 0.5), None) == first
+        chance += 1 / len(scores)
         n += 1
-    return {"first_error_lowest_rate": hits / n if n else None, "first_error_lowest_chance": chance / n if n else None,
-            "first_error_solutions": n}
+    return {"first_error_lowest_rate": lowest / n if n else None, "first_error_found_rate": found / n if n else None,
+            "first_error_lowest_chance": chance / n if n else None, "first_error_solutions": n}
 
 
-def choose(group, method):
-    """The solution a method picks from a group of samples (None: no answer at all)."""
-    if method == "majority":  # the most common answer; a tie goes to the answer seen first
-        answers = Counter(s.answer for s in group if s.answer is not None)
-        if not answers:
-            return None
-        top = answers.most_common(1)[0][0]
-        return next(s for s in group if s.answer == top)
-    return max(group, key=lambda s: s.scores[method])  # the first of the best on a tie
-
-
-def best_of_n(groups, greedy, difficulty, best_of):
-    """Rows {method, budget, difficulty, accuracy, generated_tokens} for N = 1, 2, 4, ..., best_of.
-    groups: per problem, its best_of samples; each N averages over the best_of / N disjoint
-    groups of N samples, so small N are not one noisy draw. pass@n: some sample is right."""
-    methods = [f"prm_{how}" for how in AGGREGATIONS] + ["orm", "majority", "pass@n"]
-    right = sum(g.correct for g in greedy)
-    rows = [{"method": "greedy", "budget": 1, "difficulty": difficulty, "accuracy": right / len(greedy),
-             "problems": len(greedy), "interval": list(wilson(right, len(greedy))),
-             "generated_tokens": sum(len(g.solution) for g in greedy) / len(greedy)}]
-    n = 1
-    while n <= best_of:
-        subsets = [samples[i:i + n] for samples in groups for i in range(0, best_of - n + 1, n)]
-        tokens = sum(len(s.solution) for subset in subsets for s in subset) / len(subsets)
-        for method in methods:
-            if method == "pass@n":
-                right = sum(any(s.correct for s in subset) for subset in subsets)
-            else:
-                right = sum(bool(pick and pick.correct) for pick in (choose(subset, method) for subset in subsets))
-            # the interval counts problems, not subsets: the subsets of one problem are not independent
-            rows.append({"method": method, "budget": n, "difficulty": difficulty, "accuracy": right / len(subsets),
-                         "problems": len(groups), "interval": list(wilson(right / len(subsets) * len(groups), len(groups))),
-                         "generated_tokens": tokens})
-        n *= 2
+def verifier_table(samples, bins):
+    """Per bin, on the same samples: step AUROC of the PRM and of the policy's confidence; outcome
+    AUROC (is the final answer right?) of the ORM, the PRM (its weakest step) and the confidence."""
+    rows = {}
+    for b in bins:
+        group = [s for s in samples if s.difficulty == b]
+        steps = [y for s in group for y in s.labels]
+        outcome = [int(s.correct) for s in group]
+        rows[str(b)] = {
+            "samples": len(group), "right_steps": sum(steps) / max(1, len(steps)),
+            **{f"step_auroc_{key}": auroc([q for s in group for q in s.scores[key]], steps) for key in ("prm", "confidence")},
+            **{f"outcome_auroc_{key}": auroc([min(s.scores[key], default=0.0) for s in group], outcome)
+               for key in ("orm", "prm", "confidence")},
+            **{f"{key}_{k}": v for key in ("prm", "confidence") for k, v in first_error_rates(group, key).items()},
+        }
     return rows
 
 
@@ -324,33 +372,36 @@ def train_reward_model(model, examples, steps, batch_size, lr, muon_lr, seed, de
     return history, tokens
 
 
+def token_examples(samples, labels):
+    """(tokens, positions, labels) for train_reward_model: one label per solution token."""
+    return [(s.tokens, list(range(len(s.prompt), len(s.prompt) + len(y))), y) for s, y in zip(samples, labels)]
+
+
+def spread(s, step_labels):
+    """A label per step -> a label per token: every token of a step carries the step's label."""
+    return [y for (a, b), y in zip(step_spans(s.ends, len(s.prompt)), step_labels) for _ in range(a, b)]
+
+
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
     parser = stage_parser(__doc__)
     parser.add_argument("--labels", default="oracle", choices=["oracle", "mc-hard", "mc-soft"],
                         help="what the PRM learns from: the verifier, or Monte Carlo rollouts (default: oracle)")
-    parser.add_argument("--agg", default="min", choices=AGGREGATIONS,
-                        help="step scores -> solution score for the printed summary; metrics hold all (default: min)")
-    parser.add_argument("--problems", type=int, help="training problems to sample solutions to (default: the preset's)")
-    parser.add_argument("--samples", type=int, help="K, solutions per training problem (default: the preset's)")
-    parser.add_argument("--flawed", type=int, help="F, training problems that add their reference solution and a flawed "
-                                                   "copy (default: the preset's; 0: the policy's samples only)")
+    parser.add_argument("--problems", type=int, help="training problems, one solution sampled to each (default: the preset's)")
     parser.add_argument("--rollouts", type=int, help="M, rollouts per step for Monte Carlo labels (default: the preset's)")
     parser.add_argument("--agreement-samples", type=int, help="solutions whose steps measure Monte Carlo vs oracle")
     parser.add_argument("--steps", type=int, help="optimizer steps for the PRM and for the ORM (default: the preset's)")
     parser.add_argument("--lr", type=float, help="peak AdamW learning rate, embeddings, gains, the head (default: the preset's)")
     parser.add_argument("--muon-lr", type=float, help="peak Muon learning rate, the blocks' matrices (default: the preset's)")
     parser.add_argument("--eval-problems", type=int, help="test problems per difficulty bin (default: the preset's)")
-    parser.add_argument("--best-of", type=int, help="largest N of best-of-N (default: the preset's)")
     args = parse(parser, argv)
     t0, preset = time.time(), PRESETS[args.preset]
-    n_problems, k = args.problems or preset.prm_problems, args.samples or preset.prm_samples
-    n_flawed = args.flawed if args.flawed is not None else preset.prm_flawed
-    m, steps = args.rollouts or preset.prm_rollouts, args.steps or preset.prm_steps
-    lr, muon_lr, temperature = args.lr or preset.prm_lr, args.muon_lr or preset.prm_muon_lr, preset.prm_temperature
-    n_eval, best_of = args.eval_problems or preset.prm_eval_problems, args.best_of or preset.prm_best_of
-    n_agree = args.agreement_samples if args.agreement_samples is not None else preset.prm_agreement_samples
+    pick = lambda flag, default: default if flag is None else flag  # noqa: E731  (a flag given as 0 still counts)
+    n_problems, m, steps = pick(args.problems, preset.prm_problems), pick(args.rollouts, preset.prm_rollouts), pick(args.steps, preset.prm_steps)
+    lr, muon_lr = pick(args.lr, preset.prm_lr), pick(args.muon_lr, preset.prm_muon_lr)
+    n_eval, n_agree = pick(args.eval_problems, preset.prm_eval_problems), pick(args.agreement_samples, preset.prm_agreement_samples)
+    temperature = preset.prm_temperature
 
     # ---- inputs: the task, the SFT policy
     task = read_task(args.out)
@@ -367,136 +418,111 @@ def main(argv=None):
     gen_batch = 2048 if d.device.type == "cuda" else 512
     seconds = {}
 
-    # ---- 1. sample K solutions to each training problem
+    # ---- 1. one solution to each training problem: the policy's own mistakes are what a PRM must catch
     t = time.time()
-    train_records = read_split(args.out, "train")[:n_problems]
-    train = [s for group in sample_solutions(policy, train_records, k, temperature, task.p, generator, gen_batch, "prm sample")
-             for s in group]
-    print(f"prm: {len(train)} solutions to {len(train_records)} training problems at temperature {temperature}: "
+    records = read_split(args.out, "train")[:n_problems]
+    train = [g[0] for g in sample_solutions(policy, records, 1, temperature, task.p, generator, gen_batch, "prm sample")]
+    print(f"prm: {len(train)} solutions to training problems at temperature {temperature}: "
           f"{sum(s.correct for s in train) / len(train):.3f} right answers, "
           f"{right_steps(train):.3f} of {sum(len(s.labels) for s in train)} steps right (oracle)")
-    rng = random.Random(args.seed)
-    more = read_split(args.out, "train")[-n_flawed:] if n_flawed else []  # the split's end: other problems
-    pairs = [judge(r, encode(prompt_text(r["problem"])), encode(solution), task.p) for r in more
-             for solution in (r["solution"], flawed_solution_text(parse_problem(r["problem"], task.p), task.p, rng))]
-    if pairs:
-        print(f"prm: and {n_flawed} reference solutions with a flawed copy each (data/task.py): "
-              f"{right_steps(pairs[1::2]):.3f} of the flawed copies' steps right")
     seconds["sample"] = time.time() - t
 
-    # ---- 2. Monte Carlo labels: the agreement curve on a subset; every step if the PRM learns from them
+    # ---- 2. labels: the oracle's on every token, or Monte Carlo step values; the agreement curve on a subset
     t = time.time()
     rollout = policy_rollout(policy, task.p, temperature, generator)
     subset = random.Random(args.seed).sample(train, min(n_agree, len(train)))
     prefixes = step_prefixes(subset)
-    outcomes = monte_carlo_outcomes(prefixes, rollout, max(AGREEMENT_ROLLOUTS), gen_batch, "prm rollouts (agreement)")
-    agreement = monte_carlo_agreement(prefixes, outcomes)
+    agreement = monte_carlo_agreement(prefixes, monte_carlo_outcomes(prefixes, rollout, max(AGREEMENT_ROLLOUTS), gen_batch,
+                                                                     "prm rollouts (agreement)"))
     for row in agreement:
         print(f"prm: Monte Carlo M={row['rollouts']:>2} vs oracle on {row['steps']} steps: agreement {row['hard_agreement']:.3f}, "
               f"soft AUROC {fmt(row['soft_auroc'])}, {row['generated_tokens_per_step']:.0f} tokens per step")
     label_tokens = 0
-    sampled, train = train, train + pairs  # what the reward models learn from
     if args.labels == "oracle":
-        labels = [s.labels for s in train]
+        labels = [oracle_token_labels(s, task.p) for s in train]
     else:
-        labels, label_tokens = monte_carlo_step_labels(train, rollout, m, args.labels == "mc-soft", gen_batch,
-                                                       f"prm rollouts (M={m} labels)")
-    seconds["monte_carlo"] = time.time() - t
+        step_labels, label_tokens = monte_carlo_step_labels(train, rollout, m, args.labels == "mc-soft", gen_batch,
+                                                            f"prm rollouts (M={m} labels)")
+        labels = [spread(s, y) for s, y in zip(train, step_labels)]
+    seconds["label"] = time.time() - t
 
-    # ---- 3. train the PRM and the ORM, both from the SFT weights
+    # ---- 3. train the PRM and the ORM, both from the SFT weights, both judging every token
     t = time.time()
-    batch_size = preset.prm_batch_size
     prm = model_from_checkpoint(sft, attn=args.attn).to(d.device)
-    n_params = sum(p.numel() for p in prm.parameters())
-    prm_history, prm_tokens = train_reward_model(prm, [(s.tokens, s.ends, y) for s, y in zip(train, labels)],
-                                     steps, batch_size, lr, muon_lr, args.seed, "prm train")
+    prm_history, prm_tokens = train_reward_model(prm, token_examples(train, labels), steps, preset.prm_batch_size,
+                                                 lr, muon_lr, args.seed, "prm train")
+    # the ORM predicts the final answer's correctness at every token (Cobbe et al. 2021), read at the last
     orm = model_from_checkpoint(sft, attn=args.attn).to(d.device)
-    orm_history, orm_tokens = train_reward_model(orm, [(s.tokens, [len(s.tokens) - 1], [float(s.correct)]) for s in train],
-                                     steps, batch_size, lr, muon_lr, args.seed, "orm train")
+    outcomes = [[float(s.correct)] * (len(s.solution)) for s in train]
+    orm_history, orm_tokens = train_reward_model(orm, token_examples(train, outcomes), steps, preset.prm_batch_size,
+                                                 lr, muon_lr, args.seed, "orm train")
     state = dict(step=steps, preset=args.preset, labels=args.labels, sft_step=sft["step"])
     save_checkpoint(os.path.join(args.out, "prm", "ckpt.pt"), prm, kind="prm", loss_history=prm_history, **state)
     save_checkpoint(os.path.join(args.out, "prm", "orm.pt"), orm, kind="orm", loss_history=orm_history, **state)
     print(f"prm: trained PRM ({args.labels} labels) and ORM for {steps} steps: final loss {prm_history[-1]:.3f} / {orm_history[-1]:.3f}")
     seconds["train"] = time.time() - t
 
-    # ---- 4. evaluate on the test bins: step AUROC, the first error, best-of-N
+    # ---- 4. the verifiers head to head, on the policy's own samples of test problems
     t = time.time()
+    samples, bins = evaluation_samples(policy, prm, orm, read_split(args.out, "test"), n_eval, preset.prm_eval_samples,
+                                       temperature, task.p, generator, gen_batch)
+    verifiers = verifier_table(samples, bins)
+    in_range = [s for s in samples if s.difficulty <= task.max_train_d]
+    seconds["evaluate"] = time.time() - t
+
+    n_params = sum(p.numel() for p in prm.parameters())
+    metrics = {
+        "stage": "prm", "preset": args.preset, "device": str(d.device), "labels": args.labels,
+        "train_solutions": len(train), "temperature": temperature,
+        "train_answer_accuracy": sum(s.correct for s in train) / len(train),
+        "train_step_labels": sum(len(s.labels) for s in train), "train_step_right_fraction": right_steps(train),
+        "monte_carlo_rollouts": m if args.labels != "oracle" else None, "monte_carlo_label_tokens": label_tokens,
+        "steps": steps, "batch_size": preset.prm_batch_size, "lr": lr, "muon_lr": muon_lr,
+        # compute: 6 x params per trained token (PRM and ORM), 2 x params per sampled token (solutions, labels)
+        "train_flops": n_params * (6 * (prm_tokens + orm_tokens) + 2 * (sum(len(s.tokens) for s in train) + label_tokens)),
+        "prm_final_loss": prm_history[-1], "orm_final_loss": orm_history[-1],
+        "eval_problems_per_bin": n_eval, "eval_samples_per_problem": preset.prm_eval_samples,
+        "step_auroc": auroc([q for s in in_range for q in s.scores["prm"]], [y for s in in_range for y in s.labels]),
+        "step_auroc_by_difficulty": {b: row["step_auroc_prm"] for b, row in verifiers.items()},
+        **first_error_rates(in_range, "prm"),
+        "verifiers_by_difficulty": verifiers,
+        "monte_carlo_agreement": agreement,
+        "seconds": seconds, "wall_time_s": time.time() - t0,
+    }
+    write_json(os.path.join(args.out, "prm", "metrics.json"), metrics)
+    print(verifier_summary(verifiers, task.max_train_d))
+    print(f"prm: {metrics['wall_time_s']:.0f}s, metrics in {args.out}/prm/metrics.json")
+    teardown(d)
+    return metrics
+
+
+def evaluation_samples(policy, prm, orm, test, n_eval, k, temperature, p, generator, gen_batch):
+    """k samples of the policy on each of the first n_eval test problems of every bin, scored by
+    the PRM (every step), the ORM and the policy's confidence."""
     by_bin = {}
-    for r in read_split(args.out, "test"):
+    for r in test:
         if len(by_bin.setdefault(r["difficulty"], [])) < n_eval:
             by_bin[r["difficulty"]].append(r)
     bins = sorted(by_bin)
     records = [r for b in bins for r in by_bin[b]]
-    greedy = [g[0] for g in sample_solutions(policy, records, 1, 0.0, task.p, generator, gen_batch, "prm eval greedy")]
-    groups = sample_solutions(policy, records, best_of, temperature, task.p, generator, gen_batch, "prm eval sample")
-    samples = [s for group in groups for s in group]
-    sequences = [s.tokens for s in samples]
-    for s, probs, outcome in zip(samples, step_scores(prm, sequences, [len(s.prompt) for s in samples]),
-                                 outcome_scores(orm, sequences)):
-        s.scores = {"steps": probs, "orm": outcome, **{f"prm_{how}": aggregate(probs, how) for how in AGGREGATIONS}}
-
-    def step_auroc(chosen):
-        return auroc([q for s in chosen for q in s.scores["steps"]], [y for s in chosen for y in s.labels])
-
-    in_range = [s for s in samples if s.difficulty <= task.max_train_d]
-    rows = []
-    for b in bins:
-        rows += best_of_n([g for g, r in zip(groups, records) if r["difficulty"] == b],
-                          [g for g, r in zip(greedy, records) if r["difficulty"] == b], b, best_of)
-    seconds["evaluate"] = time.time() - t
-
-    # ---- write
-    metrics = {
-        "stage": "prm", "preset": args.preset, "device": str(d.device), "labels": args.labels, "agg": args.agg,
-        "train_problems": len(train_records), "samples_per_problem": k, "temperature": temperature,
-        "flawed_problems": n_flawed, "train_solutions": len(train),
-        "train_answer_accuracy": sum(s.correct for s in sampled) / len(sampled),
-        "train_step_labels": sum(len(s.labels) for s in train), "train_step_right_fraction": right_steps(train),
-        "train_step_right_fraction_by_difficulty": {str(b): right_steps([s for s in train if s.difficulty == b])
-                                                    for b in sorted({s.difficulty for s in train})},
-        "monte_carlo_rollouts": m if args.labels != "oracle" else None, "monte_carlo_label_tokens": label_tokens,
-        "steps": steps, "batch_size": batch_size, "lr": lr, "muon_lr": muon_lr,
-        # compute: 6 x params per trained token (PRM and ORM), 2 x params per sampled token (solutions, labels)
-        "train_flops": n_params * (6 * (prm_tokens + orm_tokens)
-                                   + 2 * (sum(len(s.tokens) for s in train) + label_tokens)),
-        "prm_final_loss": prm_history[-1], "orm_final_loss": orm_history[-1],
-        "eval_problems_per_bin": n_eval, "best_of": best_of,
-        "step_auroc": step_auroc(in_range),
-        "step_auroc_all_bins": step_auroc(samples),
-        "step_auroc_by_difficulty": {str(b): step_auroc([s for s in samples if s.difficulty == b]) for b in bins},
-        "solution_auroc": {method: auroc([s.scores[method] for s in in_range], [int(s.correct) for s in in_range])
-                           for method in [f"prm_{how}" for how in AGGREGATIONS] + ["orm"]},
-        **first_error_lowest(in_range),
-        "monte_carlo_agreement": agreement,
-        **bin_rates({b: [int(g.correct) for g, r in zip(greedy, records) if r["difficulty"] == b] for b in bins}),
-        "best_of_n": rows,
-        "seconds": seconds,
-        "wall_time_s": time.time() - t0,
-    }
-    write_json(os.path.join(args.out, "prm", "metrics.json"), metrics)
-    print(best_of_n_table(rows, f"prm_{args.agg}", task.max_train_d))
-    print(f"prm: step AUROC {fmt(metrics['step_auroc'])} (training bins), by bin "
-          + ", ".join(f"{b}: {fmt(v)}" for b, v in metrics["step_auroc_by_difficulty"].items())
-          + f"; first error lowest-scored {fmt(metrics['first_error_lowest_rate'])} (chance {fmt(metrics['first_error_lowest_chance'])})")
-    print(f"prm: {metrics['wall_time_s']:.0f}s, metrics in {args.out}/prm/metrics.json")
-    teardown(d)
-    return metrics
+    samples = [s for g in sample_solutions(policy, records, k, temperature, p, generator, gen_batch, "prm eval sample") for s in g]
+    sequences, prompts = [s.tokens for s in samples], [len(s.prompt) for s in samples]
+    for s, steps, outcome in zip(samples, step_scores(prm, sequences, prompts), outcome_scores(orm, sequences)):
+        s.scores = {"prm": steps, "orm": [outcome], "confidence": confidence_scores(s)}
+    return samples, bins
 
 
 def fmt(x):
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def best_of_n_table(rows, prm_method, train_max_d):
-    """Accuracy per bin and N: the PRM (the chosen aggregation), the ORM, majority vote, pass@N."""
-    columns = [prm_method, "orm", "majority", "pass@n"]
-    lines = [f"| difficulty | N | {' | '.join(columns)} | greedy |", "|---:|---:|" + "---:|" * (len(columns) + 1)]
-    at = {(r["method"], r["budget"], r["difficulty"]): r["accuracy"] for r in rows}
-    for b in sorted({r["difficulty"] for r in rows}):
-        for n in sorted({r["budget"] for r in rows if r["method"] == "orm"}):
-            ood = " (beyond training)" if b > train_max_d else ""
-            lines.append(f"| {b}{ood} | {n} | " + " | ".join(f"{at[c, n, b]:.3f}" for c in columns) + f" | {at['greedy', 1, b]:.3f} |")
-    return "\n".join(lines)
+def verifier_summary(rows, train_max_d):
+    """One line per bin: the PRM against the policy's confidence and the ORM."""
+    return "\n".join(
+        f"prm: d={b}{' (beyond training)' if int(b) > train_max_d else ''}: step AUROC PRM {fmt(r['step_auroc_prm'])}, "
+        f"confidence {fmt(r['step_auroc_confidence'])}; outcome AUROC ORM {fmt(r['outcome_auroc_orm'])}, PRM "
+        f"{fmt(r['outcome_auroc_prm'])}; first error lowest-scored {fmt(r['prm_first_error_lowest_rate'])}, "
+        f"first below 1/2 {fmt(r['prm_first_error_found_rate'])}" for b, r in rows.items())
 
 
 if __name__ == "__main__":

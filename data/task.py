@@ -138,42 +138,6 @@ def solution_text(problem, p, rng=None, self_correct=0.0):
     return "".join(out) + f"answer: {vals[problem.query]}" + EOT
 
 
-FLAWS = ("result", "operand", "definition", "extra", "skip")
-
-
-def flawed_solution_text(problem, p, rng):
-    """A chain of thought with one mistake of a kind a half-trained policy makes, carried on to
-    the answer as the policy would carry it: a wrong result, a wrong operand value, a definition
-    copied with the wrong operation, an extra step before a needed one (a distractor, whose
-    operands may not be known yet, or a constant rewritten as an operation), or a skipped step (a
-    later step, or the answer, then uses a guess for it). Negatives for the reward models at no
-    sampling cost (train_prm.py); their step labels come from the verifier, not from here."""
-    defs, order, true = problem.by_var(), needed_steps(problem), values(problem, p)
-    flaw, j = rng.choice(FLAWS if len(order) > 1 else FLAWS[:-1]), rng.randrange(len(order))
-    written = {a.var: a.args[0] for a in problem.assignments if a.op is None}  # the values the chain uses
-    others = [b for b in problem.assignments if b.var not in order]  # what an extra step can write
-    out = []
-
-    def write(a, operand_error=0, result_error=0):
-        x, y = (v if isinstance(v, int) else written.get(v, rng.randrange(p)) for v in a.args)  # unknown: a guess
-        x = (x + operand_error) % p
-        written[a.var] = (apply(a.op, x, y, p) + result_error) % p
-        out.append(f"{a.text()} = {x} {a.op} {y} = {written[a.var]}" + STEP)
-
-    for i, var in enumerate(order):
-        a, wrong = defs[var], rng.randrange(1, p)
-        if i == j and flaw == "skip":
-            written[var] = (true[var] + wrong) % p  # never computed: a wrong guess
-        elif i == j and flaw == "definition":
-            write(Assignment(a.var, rng.choice([op for op in OPS if op != a.op]), a.args))
-        else:
-            if i == j and flaw == "extra" and others:
-                b = rng.choice(others)
-                write(b if b.op else Assignment(b.var, rng.choice(OPS), (b.args[0], rng.randrange(p))))
-            write(a, operand_error=wrong * (i == j and flaw == "operand"), result_error=wrong * (i == j and flaw == "result"))
-    return "".join(out) + f"answer: {written[problem.query]}" + EOT
-
-
 def prompt_text(line):
     """What the model is given: the problem line and a newline; the solution follows."""
     return line + "\n"

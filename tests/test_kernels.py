@@ -1,5 +1,6 @@
-"""Flash attention: the PyTorch mirror of the tiled algorithm (model.TiledAttention), kernels.cu
-compiled by nvcc, and (on a GPU) kernels.cu itself inside the model."""
+"""Flash attention: the PyTorch mirror of the tiled algorithm (model.TiledAttention), the `cuda`
+switch and its fallbacks (the self-check on first use, a build that cannot happen), kernels.cu
+compiled by nvcc and its binding by c++, and (on a GPU) kernels.cu itself inside the model."""
 import os
 import re
 import shutil
@@ -9,7 +10,6 @@ import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import model as model_lib
 from model import TiledAttention, attention, cuda_kernel_unavailable
@@ -34,12 +34,8 @@ def random_qkv(T, B=2, H=3, D=8, dtype=torch.float32, seed=0, device="cpu"):
     return [torch.randn(B, H, T, D, generator=g, dtype=torch.float32).to(device=device, dtype=dtype) for _ in range(3)]
 
 
-def with_grads(fn, q, k, v, do):
-    """Output and dq, dk, dv of fn(q, k, v) for the upstream gradient do."""
-    q, k, v = (x.detach().clone().requires_grad_() for x in (q, k, v))
-    out = fn(q, k, v)
-    out.backward(do)
-    return out.detach(), q.grad, k.grad, v.grad
+# with_grads(fn, q, k, v, do): fn(q, k, v) and dq, dk, dv for the upstream gradient do
+with_grads = model_lib._outputs_and_gradients
 
 
 # ----------------------------------------------------------------------------- the PyTorch mirror (CPU)
@@ -120,11 +116,170 @@ def test_cuda_backend_hands_masked_calls_to_sdpa():
     assert torch.equal(out, attention(q, k, v, "sdpa", mask))
 
 
-@pytest.mark.skipif(cuda_kernel_unavailable() is None, reason="this machine can run kernels.cu")
-def test_model_with_cuda_attention_resolves_to_sdpa_where_the_kernel_cannot_run():
+def test_cuda_backend_resolves_to_sdpa_with_a_warning_only_where_the_kernel_cannot_run():
     forget_cuda_warnings()
-    with pytest.warns(UserWarning, match=re.escape(cuda_kernel_unavailable())):
-        assert model_lib.resolve_attention("cuda") == "sdpa"
+    reason = cuda_kernel_unavailable()
+    if reason is None:  # a GPU that can run kernels.cu: no fallback, and nothing to warn about
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert model_lib.resolve_attention("cuda") == "cuda"
+    else:
+        with pytest.warns(UserWarning, match=re.escape(reason)):
+            assert model_lib.resolve_attention("cuda") == "sdpa"
+
+
+# ----------------------------------------------------------------------------- the self-check on first use
+
+def one_key_too_many(q, k, v):
+    """A plausible kernel bug: the causal mask lets each query see the key after it."""
+    T = q.size(2)
+    return attention(q, k, v, "math", torch.ones(T, T, dtype=torch.bool).tril(1))
+
+
+def dq_ten_percent_too_large(q, k, v):
+    """A plausible kernel bug in the backward only: the output is exact, dQ is 1.1 times too large."""
+    return TiledAttention.apply(q.detach() + 1.1 * (q - q.detach()), k, v)
+
+
+@pytest.fixture
+def kernel_stand_in(monkeypatch):
+    """install(flash): kernels.cu replaced on CPU. The build returns a placeholder and
+    FlashAttentionCUDA.apply runs flash; returns the placeholder and the list of flash's calls."""
+    def install(flash):
+        built, calls = object(), []
+        monkeypatch.setattr(model_lib, "_extension", None)
+        monkeypatch.setattr(model_lib, "_build_kernels", lambda: built)
+        monkeypatch.setattr(model_lib.FlashAttentionCUDA, "apply", lambda q, k, v: calls.append(q.shape) or flash(q, k, v))
+        forget_cuda_warnings()
+        return built, calls
+    return install
+
+
+def test_a_kernel_as_accurate_as_sdpa_passes_its_self_check_silently(kernel_stand_in):
+    built, calls = kernel_stand_in(TiledAttention.apply)  # the algorithm of kernels.cu, on the CPU
+    rng = torch.get_rng_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert model_lib._flash_extension("cpu") is built
+    assert [shape[-1] for shape in calls] == [64, 128]  # both head dims checked, once
+    assert torch.equal(torch.get_rng_state(), rng)  # the training's random stream is untouched
+    assert model_lib._flash_extension("cpu") is built and len(calls) == 2
+
+
+@pytest.mark.parametrize("wrong, names", [(one_key_too_many, ["out", "dq", "dk", "dv"]), (dq_ten_percent_too_large, ["dq"])])
+def test_a_wrong_kernel_fails_its_self_check_with_the_numbers_and_sdpa_is_used_from_then_on(kernel_stand_in, wrong, names):
+    _, calls = kernel_stand_in(wrong)
+    with pytest.warns(UserWarning) as caught:
+        reason = model_lib._flash_extension("cpu")
+    assert len(caught) == 1 and str(caught[0].message) == f"--attn cuda: {reason}; using sdpa"
+    assert reason.startswith("kernels.cu failed its self-check against sdpa (causal, B=2, H=3, T=200, D=64; ")
+    number = r"\d\.\de[-+]\d\d"
+    found = re.findall(rf"(\w+) ({number}) \(sdpa ({number})\)", reason)
+    assert [name for name, _, _ in found] == names  # each wrong one named, the right ones not
+    assert all(float(ours) > 2 * float(sdpa) for _, ours, sdpa in found)
+    with warnings.catch_warnings():  # from then on: the same verdict, no second check, no second warning
+        warnings.simplefilter("error")
+        assert model_lib._flash_extension("cpu") == reason and len(calls) == 1
+
+
+def test_a_kernel_that_raises_fails_its_self_check_in_one_line(kernel_stand_in):
+    def launch_failure(q, k, v):
+        raise RuntimeError("flash attention forward failed: invalid device function\nException raised from ...")
+    kernel_stand_in(launch_failure)
+    with pytest.warns(UserWarning, match="self-check: RuntimeError: flash attention forward failed: invalid device function; using sdpa$"):
+        assert isinstance(model_lib._flash_extension("cpu"), str)
+
+
+# ----------------------------------------------------------------------------- a clear first build
+
+@pytest.fixture
+def toolchain(monkeypatch, tmp_path):
+    """A CUDA 12.8 torch and a complete build toolchain, faked: ninja, a C++ compiler, and
+    CUDA_HOME/bin/nvcc, a script that answers --version like CUDA 12.8's. Returns set_nvcc_release."""
+    from torch.utils import cpp_extension
+    (tmp_path / "bin").mkdir()
+    compiler = tmp_path / "bin" / "c++"
+    compiler.write_text("#!/bin/sh\n")
+    compiler.chmod(0o755)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: True)
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", str(tmp_path))
+    monkeypatch.setenv("CXX", str(compiler))
+
+    def set_nvcc_release(release):
+        nvcc = tmp_path / "bin" / "nvcc"
+        nvcc.write_text(f"#!/bin/sh\necho 'Cuda compilation tools, release {release}, V{release}.61'\n")
+        nvcc.chmod(0o755)
+    set_nvcc_release("12.8")
+    return set_nvcc_release
+
+
+def test_a_complete_toolchain_or_a_minor_cuda_mismatch_is_no_build_problem(toolchain):
+    assert model_lib._build_problem() is None
+    toolchain("12.4")  # cpp_extension only warns when the minor versions differ
+    assert model_lib._build_problem() is None
+
+
+def test_each_missing_piece_of_the_toolchain_is_named_with_its_fix(toolchain, monkeypatch, tmp_path):
+    from torch.utils import cpp_extension
+    toolchain("13.0")
+    assert model_lib._build_problem() == (f"{tmp_path}/bin/nvcc is CUDA 13.0, this torch is built with CUDA 12.8: "
+                                          "set CUDA_HOME to a CUDA 12.x toolkit, or install a torch built for CUDA 13")
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", None)
+    assert model_lib._build_problem() == ("no nvcc: install the CUDA 12.8 toolkit and set CUDA_HOME to it "
+                                          "(or put its bin/ on the PATH)")
+    monkeypatch.setenv("CXX", "no-such-c++")
+    assert model_lib._build_problem() == "no C++ compiler 'no-such-c++': install g++ (apt install g++) or set CXX to one"
+    monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: False)
+    assert model_lib._build_problem() == "ninja is missing (cpp_extension builds with it): pip install ninja"
+
+
+def test_a_build_problem_is_one_warning_and_no_build(toolchain, monkeypatch):
+    from torch.utils import cpp_extension
+    monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: False)
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: pytest.fail("a build was tried"))
+    monkeypatch.setattr(model_lib, "_extension", None)
+    forget_cuda_warnings()
+    with pytest.warns(UserWarning) as caught:
+        assert model_lib._flash_extension() == "kernels.cu cannot be built: ninja is missing (cpp_extension builds with it): pip install ninja"
+    assert [str(w.message) for w in caught] == [
+        "--attn cuda: kernels.cu cannot be built: ninja is missing (cpp_extension builds with it): pip install ninja; using sdpa"]
+
+
+# what cpp_extension raises when ninja's build fails: the failed command's output follows the command
+NVCC_FAILED = """Error building extension 'o1_flash_attention': [1/3] /usr/local/cuda/bin/nvcc -DTORCH_EXTENSION_NAME=o1_flash_attention -c kernels.cu -o kernels.cuda.o
+FAILED: kernels.cuda.o
+/usr/local/cuda/bin/nvcc -DTORCH_EXTENSION_NAME=o1_flash_attention -c kernels.cu -o kernels.cuda.o
+kernels.cu(71): error: expected an expression
+  int broken = ;
+               ^
+
+1 error detected in the compilation of "kernels.cu".
+[2/3] c++ -MMD -MF kernels_binding.o.d -c kernels_binding.cpp -o kernels_binding.o
+ninja: build stopped: subcommand failed.
+"""
+LINK_FAILED = """Error building extension 'o1_flash_attention': [1/1] c++ kernels.cuda.o kernels_binding.o -shared -lc10_cuda -o o1_flash_attention.so
+FAILED: o1_flash_attention.so
+c++ kernels.cuda.o kernels_binding.o -shared -lc10_cuda -o o1_flash_attention.so
+/usr/bin/ld: cannot find -lc10_cuda: No such file or directory
+collect2: error: ld returned 1 exit status
+ninja: build stopped: subcommand failed.
+"""
+
+
+LOADER_FAILED = "libcudart.so.12: cannot open shared object file: No such file or directory"  # one line: all of it
+
+
+@pytest.mark.parametrize("log, line", [(NVCC_FAILED, "kernels.cu(71): error: expected an expression"),
+                                       (LINK_FAILED, "/usr/bin/ld: cannot find -lc10_cuda: No such file or directory"),
+                                       (LOADER_FAILED, LOADER_FAILED)])
+def test_a_failed_build_says_the_first_line_of_the_failed_command(toolchain, monkeypatch, log, line):
+    from torch.utils import cpp_extension
+
+    def failing_load(**kwargs):
+        raise RuntimeError(log)
+    monkeypatch.setattr(cpp_extension, "load", failing_load)
+    assert model_lib._build_kernels() == f"kernels.cu did not build: {line}"
 
 
 # ----------------------------------------------------------------------------- kernels.cu compiles (nvcc)
@@ -146,6 +301,20 @@ def test_kernels_compile_for_sm90_without_register_spills(tmp_path):
     assert all(stores == "0" and loads == "0" for stores, loads in spills), report
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no c++")
+def test_the_binding_compiles_against_this_torchs_headers(tmp_path):
+    """kernels_binding.cpp as cpp_extension compiles it (13 s). It needs no CUDA header: any torch will do."""
+    import sysconfig
+    from torch.utils.cpp_extension import include_paths
+    includes = [*include_paths(), sysconfig.get_paths()["include"]]
+    cmd = ["c++", "-std=c++17", "-fPIC", "-DTORCH_EXTENSION_NAME=o1_flash_attention", "-DTORCH_API_INCLUDE_EXTENSION_H",
+           *(flag for path in includes for flag in ("-isystem", path)),
+           "-c", os.path.join(ROOT, "kernels_binding.cpp"), "-o", str(tmp_path / "kernels_binding.o")]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 # ----------------------------------------------------------------------------- kernels.cu on a GPU
 
 @pytest.fixture(scope="module")
@@ -159,27 +328,14 @@ def flash():
     return model_lib.FlashAttentionCUDA.apply
 
 
-def sdpa_flash(q, k, v):
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-
-
-def max_errors(got, reference):
-    return [(a.float() - b).abs().max().item() for a, b in zip(got, reference)]
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("D", [64, 128])
 @pytest.mark.parametrize("T", [1, 17, 63, 64, 65, 1000, 1023, 4096])
 def test_cuda_kernel_is_as_accurate_as_sdpa_in_bf16(flash, T, D):
-    q, k, v = random_qkv(T, B=2, H=3, D=D, dtype=torch.bfloat16, device="cuda")
-    do = torch.randn(q.shape, device="cuda", dtype=torch.bfloat16)
-    reference = with_grads(lambda q, k, v: attention(q, k, v, "math"), q.float(), k.float(), v.float(), do.float())
-    ours = max_errors(with_grads(flash, q, k, v, do), reference)
-    theirs = max_errors(with_grads(sdpa_flash, q, k, v, do), reference)
-    for name, mine, sdpa in zip(("out", "dq", "dk", "dv"), ours, theirs):
-        assert mine <= 2 * sdpa + 1e-4, f"{name}: error {mine:.2e}, SDPA's {sdpa:.2e}"
+    q, k, v = random_qkv(T, B=2, H=3, D=D, device="cuda")
+    do = torch.randn(q.shape, generator=torch.Generator().manual_seed(1)).cuda()
+    for name, (ours, sdpa) in model_lib.flash_errors(flash, q, k, v, do).items():
+        assert ours <= 2 * sdpa + 1e-4, f"{name}: error {ours:.2e}, SDPA's {sdpa:.2e}"
 
 
 @pytest.mark.gpu

@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-import model as model_lib
 from data.tokenizer import get_tokenizer, special_id
 from model import (CheckpointError, GPT, GPTConfig, KVCache, attention, generate, load_checkpoint,
                    model_from_checkpoint, resolve_attention, sample_next, save_checkpoint)
@@ -53,11 +52,9 @@ def test_attention_is_causal():
     assert torch.allclose(m(x)[0, :8], m(y)[0, :8], atol=1e-6)
 
 
-def test_cuda_backend_falls_back_to_sdpa_with_a_warning():
-    with pytest.warns(UserWarning, match="sdpa"):
-        model_lib._warned.discard("cuda")
-        assert resolve_attention("cuda") == "sdpa"
-    with pytest.raises(ValueError, match="unknown attention backend"):
+def test_an_unknown_attention_backend_is_refused():
+    # where `cuda` falls back to sdpa, and where it does not: tests/test_kernels.py
+    with pytest.raises(ValueError, match="unknown attention backend 'flash': choose from math, sdpa, cuda"):
         resolve_attention("flash")
 
 

@@ -9,7 +9,8 @@ import torch
 
 import train_prm
 import train_sft
-from common import PRESETS, aggregate, oracle_step_labels, outcome_scores, step_ends, step_scores
+from common import PRESETS, aggregate, outcome_scores, step_ends, step_scores
+from train_prm import oracle_step_labels, oracle_token_labels
 from data.task import parse_problem, prompt_text
 from data.tokenizer import decode, encode
 from model import GPT, load_checkpoint, model_from_checkpoint
@@ -97,44 +98,76 @@ def test_scores_do_not_depend_on_what_else_is_in_the_batch():
     together = step_scores(model, [long, short], [len(prompt)] * 2)
     assert len(together[0]) == 4 and len(alone[0]) == 2
     assert together[1] == pytest.approx(alone[0], abs=1e-6)
-    x = torch.tensor([long])
-    assert together[0] == pytest.approx(torch.sigmoid(model(x, head="scalar"))[0, step_ends(long, len(prompt))].tolist(), abs=1e-6)
-    assert outcome_scores(model, [long, short])[1] == pytest.approx(alone[0][-1], abs=1e-6)  # the end-of-text
+    probs = torch.sigmoid(model(torch.tensor([long]), head="scalar"))[0]
+    ends = step_ends(long, len(prompt))
+    firsts = [len(prompt)] + [e + 1 for e in ends[:-1]]
+    assert together[0] == pytest.approx([probs[a:e + 1].min().item() for a, e in zip(firsts, ends)], abs=1e-6)
+    assert outcome_scores(model, [long, short])[1] == pytest.approx(
+        torch.sigmoid(model(torch.tensor([short]), head="scalar"))[0, -1].item(), abs=1e-6)  # the end-of-text
+
+
+def test_a_step_scores_the_lowest_of_its_tokens_so_one_bad_token_sinks_it():
+    model = GPT(PRESETS["test"].model_config()).eval()
+    prompt = encode(prompt_text(LINE))
+    tokens = prompt + encode(trace(D_RIGHT, E_RIGHT))
+    ends = step_ends(tokens, len(prompt))
+    scores = torch.full((1, len(tokens)), 3.0)
+    scores[0, ends[0] - 2] = -3.0  # one token inside the first step
+    model.forward = lambda x, head="lm": scores[:, :x.shape[1]].expand(x.shape[0], -1)
+    (probs,) = step_scores(model, [tokens], [len(prompt)])
+    assert probs == pytest.approx([torch.sigmoid(torch.tensor(-3.0)).item()] + [torch.sigmoid(torch.tensor(3.0)).item()] * 2)
 
 
 def judged(solution, scores=None):
     prompt = encode(prompt_text(LINE))
-    sample = train_prm.judge({"problem": LINE, "difficulty": 2}, prompt, encode(solution), P)
+    tokens = encode(solution)
+    sample = train_prm.judge({"problem": LINE, "difficulty": 2}, prompt, tokens, [-0.1] * len(tokens), P)
     if scores is not None:
         sample.scores = scores
     return sample
 
 
-def test_first_error_lowest_rate_gives_ties_a_share():
-    hit = judged(trace(D_RIGHT, X_WRONG, E_RIGHT), {"steps": [0.9, 0.1, 0.4, 0.3]})  # labels 1 0 0 0
-    miss = judged(trace(D_WRONG, E_RIGHT), {"steps": [0.5, 0.2, 0.6]})               # labels 0 0 0
-    tie = judged(trace(D_WRONG, E_RIGHT), {"steps": [0.2, 0.2, 0.6]})
-    clean = judged(trace(D_RIGHT, E_RIGHT), {"steps": [0.9, 0.9, 0.9]})              # no error: not counted
-    result = train_prm.first_error_lowest([hit, miss, tie, clean])
+def test_first_error_rates_take_the_earliest_lowest_step_and_the_first_below_a_half():
+    hit = judged(trace(D_RIGHT, X_WRONG, E_RIGHT), {"prm": [0.9, 0.1, 0.4, 0.3]})  # labels 1 0 0 0
+    miss = judged(trace(D_WRONG, E_RIGHT), {"prm": [0.5, 0.2, 0.6]})               # labels 0 0 0
+    tie = judged(trace(D_WRONG, E_RIGHT), {"prm": [0.2, 0.2, 0.6]})                # the earliest of a tie counts
+    clean = judged(trace(D_RIGHT, E_RIGHT), {"prm": [0.9, 0.9, 0.9]})              # no error: not counted
+    result = train_prm.first_error_rates([hit, miss, tie, clean], "prm")
     assert result["first_error_solutions"] == 3
-    assert result["first_error_lowest_rate"] == pytest.approx((1 + 0 + 0.5) / 3)
+    assert result["first_error_lowest_rate"] == pytest.approx(2 / 3)
+    assert result["first_error_found_rate"] == pytest.approx(2 / 3)  # miss: its first step is not below 1/2
     assert result["first_error_lowest_chance"] == pytest.approx((1 / 4 + 1 / 3 + 1 / 3) / 3)
 
 
-def test_best_of_n_picks_by_score_and_majority_by_count():
-    right, wrong7, wrong8 = (trace(D_RIGHT, E_RIGHT), trace(D_RIGHT, E_RIGHT, answer=7), trace(D_RIGHT, E_RIGHT, answer=8))
-    group = [judged(wrong7, {"prm_min": 0.2, "prm_prod": 0.2, "prm_last": 0.9, "orm": 0.1}),
-             judged(right, {"prm_min": 0.8, "prm_prod": 0.1, "prm_last": 0.1, "orm": 0.1}),
-             judged(wrong7, {"prm_min": 0.1, "prm_prod": 0.3, "prm_last": 0.1, "orm": 0.2}),
-             judged(wrong8, {"prm_min": 0.1, "prm_prod": 0.1, "prm_last": 0.1, "orm": 0.3})]
-    rows = train_prm.best_of_n([group], [group[1]], 2, 4)
-    at = {(r["method"], r["budget"]): r["accuracy"] for r in rows}
-    assert at["greedy", 1] == 1.0
-    assert [at["pass@n", n] for n in (1, 2, 4)] == [0.25, 0.5, 1.0]
-    assert [at["prm_min", n] for n in (1, 2, 4)] == [0.25, 0.5, 1.0]  # N=2: {7, right} picks right, {7, 8} not
-    assert at["prm_last", 4] == 0.0 and at["prm_prod", 4] == 0.0 and at["orm", 4] == 0.0
-    assert at["majority", 4] == 0.0 and at["majority", 2] == 0.0  # 7 twice; {7, right}: a tie, the first answer
-    assert {r["generated_tokens"] for r in rows if r["budget"] == 4} == {sum(len(s.solution) for s in group)}
+def test_the_confidence_verifier_keeps_the_lowest_token_log_probability_so_far():
+    s = judged(trace(D_RIGHT, E_RIGHT))
+    s.logprobs = [-0.1] * len(s.solution)
+    s.logprobs[s.ends[1] - len(s.prompt) - 3] = -5.0  # inside the second step
+    assert train_prm.confidence_scores(s) == [-0.1, -5.0, -5.0]
+
+
+def token_labels(solution):
+    s = judged(solution)
+    return [(decode([t]), y) for t, y in zip(s.solution, oracle_token_labels(s, P))]
+
+
+def test_token_labels_turn_wrong_at_the_first_token_no_right_step_begins_with():
+    labels = token_labels(trace(D_WRONG, E_RIGHT))  # d = a * c = 7 * 5 = 14: wrong at the "4"
+    wrong = [i for i, (_, y) in enumerate(labels) if y == 0]
+    assert "".join(t for t, _ in labels[:wrong[0]]) == "d = a * c = 7 * 5 = 1" and labels[wrong[0]][0] == "4"
+    assert all(y == 0 for _, y in labels[wrong[0]:])  # the first-error rule: wrong to the end
+    # a variable whose inputs are not known yet: wrong at its first token
+    assert token_labels(trace(E_RIGHT))[0] == ("e", 0)
+    assert all(y == 1 for _, y in token_labels(trace(D_RIGHT, E_RIGHT)))
+    right_answer_wrong_digit = token_labels(trace(D_RIGHT, E_RIGHT, answer=8))
+    assert [y for t, y in right_answer_wrong_digit[-2:]] == [0, 0] and right_answer_wrong_digit[-3] == (": ", 1)
+
+
+def test_token_labels_end_each_step_with_its_step_label():
+    for solution in (trace(D_RIGHT, X_WRONG, E_RIGHT), trace(D_WRONG, "<|back|>" + D_RIGHT, E_RIGHT), trace(E_RIGHT)):
+        s = judged(solution)
+        labels = oracle_token_labels(s, P)
+        assert [labels[e - len(s.prompt)] for e in s.ends] == s.labels
 
 
 # ----------------------------------------------------------------------------- Monte Carlo labels
@@ -199,17 +232,15 @@ def test_a_missing_sft_checkpoint_is_one_line(sft_dir, tmp_path):
 
 
 def test_train_prm_writes_both_reward_models_and_the_metrics(sft_dir):
-    flags = ["--problems", "6", "--samples", "2", "--flawed", "5", "--agreement-samples", "2", "--steps", "3",
-             "--eval-problems", "2", "--best-of", "4", "--labels", "mc-soft", "--rollouts", "2"]
+    flags = ["--problems", "6", "--agreement-samples", "2", "--steps", "3",
+             "--eval-problems", "2", "--labels", "mc-soft", "--rollouts", "2"]
     metrics = train_prm.main(["--preset", "test", "--out", str(sft_dir), *flags])
-    assert metrics["train_solutions"] == 6 * 2 + 5 * 2  # the samples, then a reference and a flawed copy per problem
-    assert set(metrics["step_auroc_by_difficulty"]) == set(metrics["accuracy_by_difficulty"]) == {"1", "2", "3", "4"}
+    assert metrics["train_solutions"] == 6
+    assert set(metrics["step_auroc_by_difficulty"]) == set(metrics["verifiers_by_difficulty"]) == {"1", "2", "3", "4"}
+    row = metrics["verifiers_by_difficulty"]["1"]
+    assert row["samples"] == 2 * PRESETS["test"].prm_eval_samples
+    assert {"step_auroc_prm", "step_auroc_confidence", "outcome_auroc_orm", "prm_first_error_lowest_rate"} <= set(row)
     assert [r["rollouts"] for r in metrics["monte_carlo_agreement"]] == [1, 4, 16]
-    budgets = {r["budget"] for r in metrics["best_of_n"] if r["method"] == "prm_min"}
-    assert budgets == {1, 2, 4}
-    methods = {r["method"] for r in metrics["best_of_n"]}
-    assert methods == {"prm_min", "prm_prod", "prm_last", "orm", "majority", "pass@n", "greedy"}
-    assert all(0 <= r["accuracy"] <= 1 for r in metrics["best_of_n"])
     assert os.path.exists(sft_dir / "prm" / "metrics.json")
     for name in ("ckpt.pt", "orm.pt"):
         ckpt = load_checkpoint(str(sft_dir / "prm" / name), expect_config=PRESETS["test"].model_config())

@@ -199,7 +199,7 @@ def run_dir(sft_dir, path):
     return path
 
 
-RL_FLAGS = ["--preset", "test", "--iterations", "2", "--rollouts", "8", "--minibatch", "4", "--critic-warmup", "1",
+RL_FLAGS = ["--preset", "test", "--device", "cpu", "--iterations", "2", "--rollouts", "8", "--minibatch", "4", "--critic-warmup", "1",
             "--eval-every", "1", "--lr", "1e-3"]
 
 

@@ -131,6 +131,24 @@ def test_majority_vote_ties_break_to_the_smallest_answer_whatever_the_order():
     assert vote([9, 4], weights=[0.5, 0.5]) == 4
 
 
+def test_best_of_n_by_confidence_picks_the_chain_whose_least_likely_token_is_likeliest():
+    line = "a = 7; c = 5; d = a * c; ? d"
+    written = iter([("d = a * c = 7 * 5 = 12", 12, -0.5), ("d = a * c = 7 * 5 = 5", 5, -2.0), ("d = a * c = 7 * 5 = 5", 5, -3.0)])
+
+    def extend(nodes):  # a stand-in policy: the three chains above, each written as one step
+        out = []
+        for node in nodes:
+            text, answer, lowest = next(written)
+            step = encode(f"{text}<|step|>answer: {answer}<|endoftext|>")
+            out.append(Node(node.sequence + step, node.compute, parent=node, step=step, prompt_len=node.prompt_len,
+                            lowest_logprob=lowest, terminal=True))
+        return out
+
+    setup = search.Setup(extend=extend, greedy=None, score=None, orm=None, p=23, args=None)
+    picked = search.run_sampled(setup, ["majority", "bon-confidence"], [encode(prompt_text(line))], [parse_problem(line, 23)], 3)
+    assert picked["majority"][0].answer == 5 and picked["bon-confidence"][0].answer == 12
+
+
 # ----------------------------------------------------------------------------- compute accounting
 
 def test_compute_accounting_equals_the_tokens_actually_generated_and_scored(monkeypatch):
@@ -152,7 +170,7 @@ def test_compute_accounting_equals_the_tokens_actually_generated_and_scored(monk
             return fn(model, sequences, *rest, **kwargs)
         return wrapper
     monkeypatch.setattr(search, "generate", counting_generate)
-    monkeypatch.setattr(search, "scalar_probabilities", counting_scorer(search.scalar_probabilities))
+    monkeypatch.setattr(search, "span_minima", counting_scorer(search.span_minima))
     monkeypatch.setattr(search, "outcome_scores", counting_scorer(search.outcome_scores))
 
     class Args:
@@ -205,7 +223,7 @@ def test_prm_methods_without_a_prm_say_so_in_one_line(run_dir):
     result = run("--preset", "test", "--out", str(run_dir), "--method", "all", "--budget", "1", "--per-bin", "1")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == f"skipping bon-prm, prm-vote, bon-orm, beam, mcts: no {run_dir}/prm/ckpt.pt and no {run_dir}/prm/orm.pt (run train_prm.py first)"
-    assert {r["method"] for r in json.loads((run_dir / "search" / "scaling.json").read_text())} == {"greedy", "majority", "pass@n"}
+    assert {r["method"] for r in json.loads((run_dir / "search" / "scaling.json").read_text())} == {"greedy", "majority", "bon-confidence", "pass@n"}
 
 
 def test_grid_writes_rows_for_every_method_budget_and_bin(run_dir, tmp_path):

@@ -49,10 +49,10 @@ def test_kill_and_resume_gives_the_same_weights_as_an_uninterrupted_run(data_dir
     for d in ("whole", "killed"):
         os.makedirs(tmp_path / d)
         os.symlink(data_dir / "data", tmp_path / d / "data")
-    whole = train_sft.main(["--preset", "test", "--out", str(tmp_path / "whole"), "--eval-every", "2"])
-    assert train_sft.main(["--preset", "test", "--out", str(tmp_path / "killed"), "--eval-every", "2"], stop_after=4) is None
+    whole = train_sft.main(["--preset", "test", "--out", str(tmp_path / "whole"), "--eval-every", "2", "--device", "cpu"])
+    assert train_sft.main(["--preset", "test", "--out", str(tmp_path / "killed"), "--eval-every", "2", "--device", "cpu"], stop_after=4) is None
     assert torch.load(tmp_path / "killed" / "sft" / "ckpt.pt", weights_only=True)["step"] == 4
-    resumed = train_sft.main(["--preset", "test", "--out", str(tmp_path / "killed"), "--eval-every", "2", "--resume"])
+    resumed = train_sft.main(["--preset", "test", "--out", str(tmp_path / "killed"), "--eval-every", "2", "--resume", "--device", "cpu"])
     a, b = sft_weights(tmp_path / "whole"), sft_weights(tmp_path / "killed")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["loss_history"] == whole["loss_history"]

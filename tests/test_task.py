@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from data.task import (TaskConfig, ProblemError, difficulty, flawed_solution_text, generate_problem, needed_steps, parse_problem,
+from data.task import (TaskConfig, ProblemError, difficulty, generate_problem, needed_steps, parse_problem,
                        problem_hash, sample_split, solution_text, split_of, values)
 from data.verify import verify
 
@@ -54,35 +54,6 @@ def test_self_correction_trace_has_a_wrong_step_then_back_then_the_right_step():
     assert v.first_error == 0 and v.answer_correct
 
 
-def test_flawed_solutions_hold_a_mistake_that_the_verifier_finds():
-    rng = random.Random(4)
-    kinds = set()
-    for _ in range(400):
-        problem = generate_problem(rng, rng.randint(1, 4), CFG)
-        text = flawed_solution_text(problem, CFG.p, rng)
-        v = verify(problem, text, CFG.p)
-        assert v.finished and v.answer is not None
-        extra = len(v.step_correct) - difficulty(problem)  # -1: a step skipped, +1: an extra step
-        kinds.add(extra)
-        if extra == 1 and all(v.step_correct) and v.answer_correct:
-            continue  # an extra step on a distractor whose operands are known is right, and harmless
-        assert v.first_error is not None or not v.answer_correct
-        if v.first_error is not None:
-            assert all(v.step_correct[:v.first_error])
-    assert kinds == {-1, 0, 1}
-
-
-def test_a_wrong_result_is_carried_on_to_the_answer_as_a_policy_would():
-    problem = parse_problem("e = d - 3; a = 7; c = 5; d = a * c; ? e", 23)
-    for seed in range(50):
-        text = flawed_solution_text(problem, 23, random.Random(seed))
-        first = text.split("<|step|>")[0]
-        if first.startswith("d = a * c = 7 * 5 = ") and not first.endswith("= 12"):  # step 1's result is wrong
-            d_value = int(first.rsplit("= ", 1)[1])
-            assert f"e = d - 3 = {d_value} - 3 = {(d_value - 3) % 23}" in text
-            assert text.endswith(f"answer: {(d_value - 3) % 23}<|endoftext|>")
-            return
-    pytest.fail("no wrong-result flaw at the first step in 50 seeds")
 
 
 @pytest.mark.parametrize("line, message", [
