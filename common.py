@@ -53,7 +53,7 @@ class Preset:
     prm_temperature: float = 1.0    # sampling temperature for solutions and Monte Carlo rollouts
     prm_rollouts: int = 4           # M: rollouts per step for --labels mc-hard / mc-soft
     prm_agreement_samples: int = 64  # solutions whose steps get 1, 4, 16 rollouts to compare with the oracle
-    prm_steps: int = 400            # optimizer steps, for the PRM and again for the ORM
+    prm_steps: int = 300            # optimizer steps, for the PRM and again for the ORM
     prm_batch_size: int = 64        # sequences per optimizer step
     prm_lr: float = 1e-3            # AdamW's peak (embeddings, gains, the scalar head)
     prm_muon_lr: float = 0.02       # Muon's peak (the blocks' matrices), as in SFT

@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash test.sh --install-only
 PY=${PYTHON:-$(command -v python3 || command -v python)}
+"$PY" -c "import matplotlib" 2>/dev/null || "$PY" -m pip install matplotlib  # the plots; the tests do not need it
 PRESET=${PRESET:-$("$PY" -c 'import torch; print("small" if torch.cuda.is_available() else "tiny")')}
 SEED=${SEED:-0}  # another seed: other problems, other initial weights, other samples, into OUT_seedK
 BASE=${OUT:-out/$PRESET}

@@ -53,7 +53,7 @@ import torch
 
 from common import (PRESETS, UserError, aggregate, autocast, outcome_scores, parse, read_split, read_task, run_cli, span_minima,
                     bin_rates, phenomena_bins, setup_device, stage_parser, wilson, write_json)
-from data.task import EOT, PAD, STEP, ProblemError, parse_problem, prompt_text, values
+from data.task import EOT, PAD, STEP, ProblemError, difficulty, parse_problem, prompt_text, values
 from data.tokenizer import decode, encode, special_id
 from data.verify import verify
 from model import generate, load_checkpoint, model_from_checkpoint
@@ -530,7 +530,11 @@ def answer_file(setup, method, path_, task, block_size, n, show_all):
     good, failed = [], set()
     for k, line in lines:
         try:
-            problem, prompt = parse_problem(line, task.p), encode(prompt_text(line))
+            problem = parse_problem(line, task.p)
+            prompt = encode(prompt_text(problem.text()))  # the canonical form the model was trained on: a=7 -> a = 7
+            if difficulty(problem) == 0:
+                raise ProblemError(f"? {problem.query} asks for a constant: there is nothing to compute (difficulty 0; "
+                                   f"the model learned difficulties 1 to {task.max_train_d})")
             if len(prompt) >= block_size:
                 raise ProblemError(f"the problem is {len(prompt)} tokens; the model reads at most {block_size} in all")
             good.append((k, problem, prompt))

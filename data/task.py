@@ -143,7 +143,7 @@ def prompt_text(line):
     return line + "\n"
 
 
-_ASSIGN = re.compile(r"([a-z]) = (?:(\d+)|([a-z]|\d+) ([-+*]) ([a-z]|\d+))")
+_ASSIGN = re.compile(r"([a-z])\s*=\s*(?:(\d+)|([a-z]|\d+)\s*([-+*])\s*([a-z]|\d+))")  # spaces optional: a=7, d = a*c
 
 
 def parse_problem(line, p):
@@ -154,7 +154,7 @@ def parse_problem(line, p):
     query = parts[-1][1:].strip()
     assignments, seen = [], set()
     for part in parts[:-1]:
-        m = _ASSIGN.fullmatch(" ".join(part.split()))
+        m = _ASSIGN.fullmatch(part)
         if not m:
             raise ProblemError(f"cannot read assignment {part!r}: write `x = 7` or `x = a * b` (ops + - *)")
         var, const, x, op, y = m.groups()

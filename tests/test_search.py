@@ -277,3 +277,21 @@ def test_problems_file_with_the_tree_and_a_malformed_line(run_dir, tmp_path):
     answers = [line for line in result.stdout.splitlines() if not line.startswith("    ")]
     assert len(answers) == 3 and answers[1] == "-" and "tokens of thought" in answers[0]
     assert "visits" in result.stdout and "prm" in result.stdout
+
+
+def test_a_problem_without_spaces_is_read_and_answered_like_the_spaced_one(run_dir, tmp_path):
+    problems = tmp_path / "problems.txt"
+    problems.write_text("a = 7; c = 5; d = a * c; ? d\na=7; c=5; d=a*c; ? d\n")
+    result = run("--preset", "test", "--out", str(run_dir), "--problems", str(problems))
+    assert result.returncode == 0, result.stderr
+    spaced, tight = result.stdout.splitlines()
+    assert spaced == tight  # greedy on the same canonical prompt: the same answer and tokens
+
+
+def test_a_query_on_a_constant_gets_one_line_saying_why_and_never_an_answer(run_dir, tmp_path):
+    problems = tmp_path / "problems.txt"
+    problems.write_text("a = 5; b = a + 1; ? a\n")
+    result = run("--preset", "test", "--out", str(run_dir), "--problems", str(problems))
+    assert result.returncode == 1 and result.stdout.splitlines() == ["-"]
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "asks for a constant" in errors[0] and "Traceback" not in result.stderr

@@ -35,6 +35,12 @@ def test_hand_written_problem_is_solved_in_dependency_order():
                                           "answer: 9<|endoftext|>")
 
 
+def test_spaces_around_signs_are_optional_in_the_plain_text_form():
+    spaced = parse_problem("a = 7; c = 5; d = a * c; e = d - 3; ? e", 23)
+    assert parse_problem("a=7; c =5;d=a*c ; e=d-3; ? e", 23) == spaced
+    assert parse_problem("a=7;  d = a  -  3; ? d", 23).text() == "a = 7; d = a - 3; ? d"
+
+
 def test_reference_solutions_pass_the_verifier():
     rng = random.Random(2)
     for d in range(1, 9):
