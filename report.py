@@ -312,6 +312,61 @@ def self_correction_section(out):
     return "\n".join(lines).strip()
 
 
+def rl_section(out):
+    """RL against SFT per bin on the grids' problems: greedy (pass@1), majority of N and pass@N,
+    with paired intervals (DeepSeekMath, section 5.2.2: RL raised maj@K, not pass@K: it sharpens
+    what the policy can already sample; it does not teach new solutions)."""
+    rl, sft_rows, rl_rows = load(out, "rl"), load(out, "search", "scaling.json"), load(out, "search_rl", "scaling.json")
+    if not rl:
+        return "No RL run yet (train_rl.py)."
+    lines = [f"{rl['algo'].upper()}, reward {rl['reward']}, {rl['iterations']} iterations of {rl['rollouts_per_iteration']} "
+             f"rollouts; validation chose iteration {rl['best_iteration']}" + (" (the SFT policy: RL never beat it on validation)"
+                                                                              if rl["best_iteration"] == 0 else "")
+             + (f"; {rl['stopped']}" if rl.get("stopped") else "") + ".", ""]
+    if sft_rows and rl_rows:
+        n = max(r["budget"] for r in rl_rows)
+        rows = []
+        for d in sorted({r["difficulty"] for r in rl_rows}):
+            cells = [d]
+            for method, budget in (("greedy", 1), ("majority", n), ("pass@n", n)):
+                a, b = grid_outcomes(rl_rows, method, budget, [d]), grid_outcomes(sft_rows, method, budget, [d])
+                c = claim("", "", a, "", b)
+                cells += [f"{c['accuracy_b']:.3f} -> {c['accuracy_a']:.3f}", f"{c['difference']:+.3f} ({c['interval'][0]:+.3f}, "
+                          f"{c['interval'][1]:+.3f})"] if "difference" in c else ["-", "-"]
+            rows.append(cells)
+        lines += ["SFT -> RL on the same test problems (temperature 1 for the samples); change with its 95% paired interval:", "",
+                  table(["d", "pass@1 (greedy)", "change", f"majority of {n}", "change", f"pass@{n}", "change"], rows), ""]
+    plotted = os.path.exists(os.path.join(out, "rl", "training.png"))
+    return "\n".join(lines + (["![RL training](rl/training.png)"] if plotted else [])).strip()
+
+
+def plot_rl(rl, path):
+    """Reward, KL to the reference, entropy, length and sampled accuracy per iteration. False
+    without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    log = [h for h in rl["training_log"] if h["phase"] == "policy"]
+    keys = [("reward", "reward"), ("kl", "KL to SFT (nats per solution)"), ("entropy", "entropy (nats per token)"),
+            ("length", "length (tokens)"), ("accuracy", "sampled accuracy")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8))
+    for ax, (key, label) in zip(axes, keys):
+        ax.plot([h["iteration"] for h in log], [h[key] for h in log])
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+    val = [v for v in rl["val_log"] if v["iteration"] > 0]  # counted after the critic's warm-up
+    warmup = rl.get("critic_warmup", 0)
+    axes[-1].plot([v["iteration"] + warmup for v in val], [v["accuracy"] for v in val], "o", label="validation, greedy")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 # ----------------------------------------------------------------------------- the o1 phenomena, judged
 # Each phenomenon is a claim "A beats B" on the same test problems: the difference of their
 # accuracies, pooled over the phenomena bins (common.phenomena_bins: the harder half of the
@@ -485,6 +540,8 @@ def main(argv=None):
     sizes = sweep(args.out)
     points = exchange_points(args.out, sizes, metrics["prm"])
     plotted = len(sizes) > 1 and plot_compute(sizes, points, os.path.join(args.out, "compute.png"))
+    if metrics["rl"] and metrics["rl"].get("training_log"):
+        plot_rl(metrics["rl"], os.path.join(args.out, "rl", "training.png"))
     extra = [n for n, _ in sizes if n != "sft"]  # the sweep, its grids, the self-correction run
     sc_dir = os.path.join(args.out, "selfcorrect")
     extra += [f"search_{n}" for n in extra]
@@ -502,6 +559,7 @@ def main(argv=None):
         "## Test-time compute, SFT policy", grid_section(args.out, "search"),
         "## Compute-optimal test-time search", compute_optimal_section(load(args.out, "search", "scaling.json") or [],
                                                                        phenomena_bins(max_train_d)),
+        "## RL: sharpening or learning?", rl_section(args.out),
         "## Test-time compute, RL policy", grid_section(args.out, "search_rl"),
         "## Compute: train time against test time", compute_section(metrics),
         "## Model size: greedy accuracy against training compute", sweep_section(sizes),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: the whole o1 pipeline with the preset the hardware calls for (small on a GPU,
 # tiny on a CPU): prepare the task, chain-of-thought SFT, the PRM and ORM, the SFT policy's search
-# grid, PPO; SFT at a smaller width with its majority-vote grid (train-time against test-time
+# grid, PPO and its grid; SFT at a smaller width with its majority-vote grid (train-time against test-time
 # compute) and on self-correction traces; then out/PRESET/report.md judges the o1 phenomena.
 # SEED=1 bash run.sh runs it all again on other problems and weights, into out/PRESET_seed1.
 # A stage whose metrics.json is newer than its inputs is skipped; a stage that was killed after a
@@ -86,6 +86,8 @@ extra_policies_and_rl() {
   until current "$OUT/prm/metrics.json" "$OUT/sft/metrics.json"; do sleep 2; done  # PPO starts from the PRM
   stage rl "$OUT/rl/metrics.json" "$OUT/prm/metrics.json" \
     "$PY" train_rl.py "${common[@]}" $(resume_flag "$OUT/rl/ckpt.pt")
+  stage "search (rl policy)" "$OUT/search_rl/scaling.json" "$OUT/rl/metrics.json" \
+    "$PY" search.py "${common[@]}" --method majority --budget 1,4,16 --policy rl  # sharpening or learning?
 }
 stage sft "$OUT/sft/metrics.json" "$OUT/data/meta.json" \
   "$PY" train_sft.py "${common[@]}" $(resume_flag "$OUT/sft/ckpt.pt")

@@ -20,12 +20,18 @@ implementation details of RLHF with PPO". No trick here is new; each is in one f
     python train_rl.py --preset tiny --out out/tiny --reward both   # verifier outcome + PRM step rewards
     python train_rl.py --preset tiny --out out/tiny --algo grpo     # the critic-free variant
     python train_rl.py --preset tiny --out out/tiny --resume        # after a kill
+    python train_rl.py --preset tiny --out out/tiny/selfcorrect --policy sft_w48  # from another SFT policy
+
+The problems are drawn fresh from the training split at every iteration (not the ones SFT
+memorised), each difficulty in proportion to the variance of its reward under the SFT policy.
+A collapse (entropy or length running away, unfinished solutions) stops the run with one line.
 
 Reads DIR/data, DIR/sft/ckpt.pt and, when there, DIR/prm/ckpt.pt (the value model starts from
 it; --reward process|both need it). Writes DIR/rl/ckpt.pt: the policy with the best validation
 accuracy so far (what search.py --policy rl reads), and everything --resume needs; and
 DIR/rl/metrics.json: greedy accuracy per test difficulty bin before (SFT) and after (RL), and
-the training log. The test bins are only reported; the validation split picks the checkpoint.
+the training log (reward, KL, entropy, length, accuracy per iteration; report.py plots it). The
+test bins are only reported; the validation split picks the checkpoint.
 """
 import copy
 import os
@@ -36,12 +42,10 @@ from tqdm import tqdm
 
 from common import (PRESETS, UserError, autocast, evaluate_policy, paired_difference, parse, read_split, read_task, run_cli,
                     setup_device, stage_parser, step_ends, step_scores, write_json)
-from data.task import EOT, PAD, parse_problem, prompt_text
+from data.task import EOT, PAD, parse_problem, prompt_text, sample_split
 from data.tokenizer import decode, encode, special_id
 from data.verify import verify
 from model import generate, load_checkpoint, model_from_checkpoint, save_checkpoint
-
-MIX_RANGE = (0.0, 0.95)  # train on difficulties whose SFT greedy accuracy is above the first, below the second
 
 
 # ----------------------------------------------------------------------------- the math
@@ -273,6 +277,24 @@ def iteration_flops(params, tokens, hp, critic, prm, warming):
     return params * tokens * (2 * forward + 6 * trained)
 
 
+def runaway(history):
+    """Why training has collapsed, in a few words, or None. Judged on the policy iterations,
+    against the first: the policy's entropy more than three times its first value and up by more
+    than 0.5 nats per token (it has turned to noise), its solutions more than twice as long (it
+    babbles: with step rewards, farming them), or fewer than half as many of them finished."""
+    iterations = [h for h in history if h["phase"] == "policy"]
+    if len(iterations) < 2:
+        return None
+    first, now = iterations[0], iterations[-1]
+    if now["entropy"] > max(3 * first["entropy"], first["entropy"] + 0.5):
+        return f"entropy {now['entropy']:.2f} nats per token, from {first['entropy']:.2f}"
+    if now["length"] > 2 * first["length"]:
+        return f"solutions {now['length']:.0f} tokens long, from {first['length']:.0f}"
+    if now["finished"] < first["finished"] / 2:
+        return f"{now['finished']:.0%} of the solutions finished, from {first['finished']:.0%}"
+    return None
+
+
 def check_finite(name, value):
     if not torch.isfinite(value).all():
         raise FloatingPointError(f"{name} is {value.item()}")
@@ -285,29 +307,26 @@ def make_optimizer(model, lr):
 
 # ----------------------------------------------------------------------------- problems
 
-def training_mix(policy, train, task, device, n_per_difficulty):
-    """The training difficulties where the SFT policy is neither perfect nor hopeless: greedy
-    accuracy on n_per_difficulty training problems of each strictly inside MIX_RANGE. Where every
-    sample gets the same reward there is nothing to learn. Falls back to all difficulties."""
-    by_difficulty = {}
-    for r in train:
-        by_difficulty.setdefault(r["difficulty"], []).append(r)
-    sample = [r for d in sorted(by_difficulty) for r in by_difficulty[d][:n_per_difficulty]]
+def new_problems(task, weights, n, seed, generator):
+    """n problems drawn fresh from the training split (never val or test), difficulty d with
+    probability weights[d]: RL practises on problems it has not memorised in SFT."""
+    ds = sorted(weights)
+    picks = torch.multinomial(torch.tensor([weights[d] for d in ds], dtype=torch.float), n, replacement=True, generator=generator)
+    return [{"problem": pr.text(), "difficulty": d} for i, d in enumerate(ds)
+            for pr in sample_split("train", int((picks == i).sum()), [d], task, seed)]
+
+
+def training_mix(policy, task, device, n_per_difficulty, seed):
+    """Where to spend the rollouts: difficulty d in proportion to p_d (1 - p_d), the variance of
+    the outcome reward under the SFT policy's greedy accuracy p_d on n_per_difficulty new problems.
+    Where every sample gets the same reward there is nothing to learn (GRPO's advantage is 0)."""
+    sample = [{"problem": pr.text(), "difficulty": d} for d in range(1, task.max_train_d + 1)
+              for pr in sample_split("train", n_per_difficulty, [d], task, f"rl-mix-{seed}")]
     result = evaluate_policy(policy, sample, task, device, desc="training mix")
-    accuracy = result["accuracy_by_difficulty"]
-    chosen = [int(d) for d, a in accuracy.items() if MIX_RANGE[0] < a < MIX_RANGE[1]]
-    return chosen or sorted(by_difficulty), {k: result[k] for k in ("accuracy_by_difficulty", "problems_by_difficulty",
-                                                                     "interval_by_difficulty")}
-
-
-def pick_problems(train, difficulties, n, generator):
-    """n training problems, difficulty uniform over the chosen ones."""
-    pools = [[r for r in train if r["difficulty"] == d] for d in difficulties]
-    out = []
-    for _ in range(n):
-        pool = pools[torch.randint(len(pools), (1,), generator=generator).item()]
-        out.append(pool[torch.randint(len(pool), (1,), generator=generator).item()])
-    return out
+    variance = {int(d): a * (1 - a) for d, a in result["accuracy_by_difficulty"].items()}
+    total = sum(variance.values())
+    weights = {d: v / total if total else 1 / len(variance) for d, v in variance.items()}
+    return weights, {k: result[k] for k in ("accuracy_by_difficulty", "problems_by_difficulty", "interval_by_difficulty")}
 
 
 # ----------------------------------------------------------------------------- main
@@ -334,6 +353,10 @@ def parse_args(argv=None):
     parser.add_argument("--unfinished-penalty", type=float, default=1.0,
                         help="subtracted from a solution with no end-of-text (default: 1.0)")
     parser.add_argument("--eval-every", type=int, help="iterations between validations and checkpoints (default: the preset's)")
+    parser.add_argument("--policy", default="sft", help="the SFT stage RL starts from: DIR/sft, or another such as "
+                        "DIR/sft_w48 (default: sft); writes DIR/rl, or DIR/rl_NAME for another")
+    parser.add_argument("--train-d", type=lambda s: [int(x) for x in s.split(",")],
+                        help="training difficulties, comma-separated, equally often (default: in proportion to p (1 - p), p the SFT accuracy)")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/rl/ckpt.pt")
     args = parse(parser, argv)
     preset = PRESETS[args.preset]
@@ -352,7 +375,8 @@ def load_models(args, device):
     """The policy and the frozen reference (both the SFT policy), the frozen PRM (process
     rewards only) and the value model (PPO only): from the PRM when there is one, else from the
     SFT trunk with its zero-initialised scalar head."""
-    sft = load_checkpoint(os.path.join(args.out, "sft", "ckpt.pt"), expect_config=PRESETS[args.preset].model_config())
+    sft = load_checkpoint(os.path.join(args.out, args.policy, "ckpt.pt"),
+                          expect_config=PRESETS[args.preset].model_config() if args.policy == "sft" else None)
     policy = model_from_checkpoint(sft, attn=args.attn).to(device)
     reference = model_from_checkpoint(sft, attn=args.attn).to(device).requires_grad_(False)
     prm_path = os.path.join(args.out, "prm", "ckpt.pt")
@@ -380,7 +404,7 @@ def main(argv=None, stop_after=None):
     d = setup_device(args.device)
     if d.world > 1:
         raise UserError("train_rl.py runs in one process: start it with python, not torchrun")
-    train, val, test = read_split(args.out, "train"), read_split(args.out, "val")[:preset.eval_problems], read_split(args.out, "test")
+    val, test = read_split(args.out, "val")[:preset.eval_problems], read_split(args.out, "test")
     torch.manual_seed(args.seed)
     policy, reference, prm, critic, critic_init = load_models(args, d.device)
     n_params = sum(p.numel() for p in policy.parameters())
@@ -389,7 +413,8 @@ def main(argv=None, stop_after=None):
     best = copy.deepcopy(policy).requires_grad_(False)  # the policy with the best validation accuracy
     warmup = args.critic_warmup if args.algo == "ppo" else 0
     total = warmup + args.iterations
-    ckpt_path = os.path.join(args.out, "rl", "ckpt.pt")
+    stage = "rl" if args.policy == "sft" else f"rl_{args.policy}"
+    ckpt_path = os.path.join(args.out, stage, "ckpt.pt")
 
     if args.resume:
         ckpt = load_checkpoint(ckpt_path, expect_config=policy.cfg)
@@ -406,10 +431,11 @@ def main(argv=None, stop_after=None):
         print(f"rl: resuming from iteration {start} of {total}")
     else:
         start, history = 0, []
-        difficulties, mix_accuracy = training_mix(reference, train, task, d.device, max(1, preset.eval_problems // 2))
+        difficulties, mix_accuracy = training_mix(reference, task, d.device, max(1, preset.eval_problems // 2), args.seed)
+        difficulties = {d: 1 / len(args.train_d) for d in args.train_d} if args.train_d else difficulties
         val_log = [{"iteration": 0, "accuracy": evaluate_policy(reference, val, task, d.device)["accuracy"]}]  # the SFT policy
     print(f"rl: {args.algo}, reward {args.reward}, value model from {critic_init or 'none'}; training difficulties "
-          f"{difficulties} (SFT greedy accuracy {', '.join(f'{k}: {v:.2f}' for k, v in mix_accuracy['accuracy_by_difficulty'].items())})")
+          f"{', '.join(f'{k}: {w:.2f}' for k, w in difficulties.items())} of the rollouts (SFT greedy accuracy {', '.join(f'{k}: {v:.2f}' for k, v in mix_accuracy['accuracy_by_difficulty'].items())})")
 
     def checkpoint(iteration):
         save_checkpoint(ckpt_path, best, step=iteration, policy=policy.state_dict(), policy_optimizer=policy_optimizer.state_dict(),
@@ -420,12 +446,13 @@ def main(argv=None, stop_after=None):
 
     # ---- train: rollouts, rewards, advantages, update; validate and checkpoint every eval_every iterations
     n_problems = args.rollouts // args.group_size if args.algo == "grpo" else args.rollouts
+    stopped = None
     bar = tqdm(range(start, total), initial=start, total=total, desc=f"rl {args.algo}")
     for it in bar:
         # everything random in an iteration is a function of (seed, iteration): a resumed run is the same run
         generator = torch.Generator().manual_seed(args.seed * 1_000_003 + it)
         sampler = torch.Generator(d.device).manual_seed(args.seed * 1_000_003 + it)
-        records = pick_problems(train, difficulties, n_problems, generator)
+        records = new_problems(task, difficulties, n_problems, f"rl-{args.seed}-{it}", generator)
         if args.algo == "grpo":
             records = [r for r in records for _ in range(args.group_size)]  # each group consecutive
         prompts, responses, verdicts = rollout(policy, records, task, args.temperature, sampler)
@@ -446,6 +473,14 @@ def main(argv=None, stop_after=None):
                             + (f"clip {h['clip_fraction']:.2f} akl {h['approx_kl']:.4f} ent {h['entropy']:.2f} " if not warming else "")
                             + (f"vloss {h['value_loss']:.3f} " if "value_loss" in h else "") + f"len {h['length']:.0f}")
         done = it + 1 - warmup
+        stopped = runaway(history)
+        if stopped:  # the checkpoint on disk and `best` are from before the collapse
+            stopped = f"stopped at iteration {done}: {stopped}"
+            bar.write(f"rl: {stopped}; a collapse: kept the best checkpoint so far ({ckpt_path})")
+            if not os.path.exists(ckpt_path):  # nothing saved yet: save the best policy, not the collapsed one
+                policy.load_state_dict(best.state_dict())
+                checkpoint(it + 1)
+            break
         if not warming and (done % args.eval_every == 0 or it + 1 == total):
             accuracy = evaluate_policy(policy, val, task, d.device)["accuracy"]
             best_so_far = max(val_log, key=lambda v: v["accuracy"])
@@ -464,12 +499,12 @@ def main(argv=None, stop_after=None):
     after = evaluate_policy(best, test, task, d.device, desc="rl eval")
     in_range = [k for k in after["accuracy_by_difficulty"] if int(k) <= task.max_train_d]
     metrics = {
-        "stage": "rl", "preset": args.preset, "device": str(d.device), "algo": args.algo, "reward": args.reward,
+        "stage": stage, "policy": args.policy, "preset": args.preset, "device": str(d.device), "algo": args.algo, "reward": args.reward,
         "iterations": args.iterations, "critic_warmup": warmup, "rollouts_per_iteration": args.rollouts,
         "hyperparameters": {k: getattr(args, k) for k in ("lr", "critic_lr", "epochs", "minibatch", "group_size", "temperature",
                                                           "kl_coef", "lam", "clip", "value_clip", "unfinished_penalty")},
         "value_model_init": critic_init, "training_difficulties": difficulties, "training_mix_sft_accuracy": mix_accuracy,
-        "best_iteration": chosen["iteration"], "val_log": val_log,
+        "best_iteration": chosen["iteration"], "val_log": val_log, "stopped": stopped,
         "train_flops": sum(h["flops"] for h in history),
         "wall_time_s": time.time() - t0,
         "test_accuracy": sum(after["accuracy_by_difficulty"][k] for k in in_range) / len(in_range),
@@ -478,11 +513,11 @@ def main(argv=None, stop_after=None):
         "before": before,  # the SFT policy on the same test bins
         "training_log": history,
     }
-    write_json(os.path.join(args.out, "rl", "metrics.json"), metrics)
+    write_json(os.path.join(args.out, stage, "metrics.json"), metrics)
     print(comparison_table(before, after, task.max_train_d))
     print(f"rl: {total} iterations in {metrics['wall_time_s']:.0f}s, validation chose iteration {chosen['iteration']}; "
           f"in-range test accuracy {metrics['sft_test_accuracy']:.3f} (SFT) -> {metrics['test_accuracy']:.3f} (RL), "
-          f"metrics in {args.out}/rl/metrics.json")
+          f"metrics in {args.out}/{stage}/metrics.json")
     return metrics
 
 

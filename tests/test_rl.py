@@ -267,3 +267,45 @@ def test_iteration_flops_counts_every_pass_by_hand():
     assert train_rl.iteration_flops(10, 100, hp, critic=None, prm=None, warming=False) == 10 * 100 * (2 * 3 + 6 * 2)
     # critic warm-up: the policy does not train
     assert train_rl.iteration_flops(10, 100, hp, critic=object(), prm=None, warming=True) == 10 * 100 * (2 * 4 + 6 * 2)
+
+
+def log_row(entropy=0.1, length=30.0, finished=1.0, phase="policy"):
+    return {"phase": phase, "entropy": entropy, "length": length, "finished": finished}
+
+
+@pytest.mark.parametrize("last, reason", [
+    (log_row(), None),
+    (log_row(entropy=0.55), None),                        # 5.5x the first, but up by under 0.5 nats: not noise yet
+    (log_row(entropy=0.65), "entropy 0.65 nats per token, from 0.10"),
+    (log_row(length=60), None),
+    (log_row(length=61), "solutions 61 tokens long, from 30"),
+    (log_row(finished=0.4), "40% of the solutions finished, from 100%"),
+])
+def test_runaway_names_entropy_length_and_unfinished_collapses(last, reason):
+    warmup = {"phase": "critic warm-up", "length": 5.0, "finished": 1.0}  # no entropy: the policy did not move
+    assert train_rl.runaway([warmup, log_row(), last]) == reason
+
+
+def test_a_collapse_stops_with_one_line_and_keeps_the_best_policy(sft_dir, tmp_path, monkeypatch, capsys):
+    out = run_dir(sft_dir, tmp_path / "collapse")
+    monkeypatch.setattr(train_rl, "runaway", lambda history: "entropy 9.99 nats per token" if len(history) == 3 else None)
+    metrics = train_rl.main(RL_FLAGS + ["--out", str(out), "--iterations", "5"])
+    assert "rl: stopped at iteration 2: entropy 9.99 nats per token; a collapse: kept the best checkpoint" in capsys.readouterr().out
+    assert metrics["stopped"] == "stopped at iteration 2: entropy 9.99 nats per token"
+    assert len(metrics["training_log"]) == 3  # the warm-up, two updates, and no more
+    kept = torch.load(out / "rl" / "ckpt.pt", weights_only=True)
+    assert kept["step"] == 2  # written at iteration 1's validation, before the collapse
+
+
+def test_rollouts_go_where_the_reward_varies_on_new_problems(monkeypatch):
+    task = train_rl.PRESETS["test"].task
+    accuracy = {"1": 1.0, "2": 0.5, "3": 0.9}
+    monkeypatch.setattr(train_rl, "evaluate_policy", lambda policy, sample, *a, **k: {
+        "accuracy_by_difficulty": accuracy, "problems_by_difficulty": {}, "interval_by_difficulty": {}})
+    weights, _ = train_rl.training_mix(None, task, "cpu", 4, seed=0)
+    assert weights == pytest.approx({1: 0.0, 2: 0.25 / 0.34, 3: 0.09 / 0.34})
+    problems = train_rl.new_problems(task, weights, 200, "s", torch.Generator().manual_seed(0))
+    counts = {d: sum(r["difficulty"] == d for r in problems) for d in (1, 2, 3)}
+    assert counts[1] == 0 and 120 < counts[2] < 175 and counts[2] + counts[3] == 200
+    from data.task import parse_problem, split_of
+    assert all(split_of(parse_problem(r["problem"], task.p)) == "train" for r in problems)  # never val or test
