@@ -1,7 +1,7 @@
-"""Plumbing every stage shares, in one place: presets, the command line, device and DDP setup,
-the learning-rate schedule, batches of token ids, greedy evaluation by the verifier, intervals
-and paired comparisons, JSON files.
-Nothing here is about the o1 recipe itself; the stage scripts are.
+"""Plumbing every stage shares, in one place: presets and the flags that override them, device
+and DDP setup, the learning-rate schedule and the optimizer, batches of token ids, the one
+sample-and-verify loop (and greedy evaluation on it), the FLOPs estimate, intervals and paired
+comparisons, JSON files. The o1 recipe itself lives in the stage scripts and reward.py.
 """
 import argparse
 import contextlib
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from data.task import BACK, EOT, PAD, STEP, ProblemError, TaskConfig, parse_problem, prompt_text
+from data.task import BACK, EOT, PAD, ProblemError, TaskConfig, parse_problem, prompt_text
 from data.tokenizer import encode, decode, fingerprint, get_tokenizer, special_id
 from data.verify import verify
 from model import ATTENTION_BACKENDS, CheckpointError, GPTConfig, generate
@@ -127,9 +127,15 @@ def stage_parser(description):
     return parser
 
 
-def parse(parser, argv):
+def parse(parser, argv, preset_defaults=None):
+    """The stage's flags. preset_defaults {flag: Preset field}: every such flag left out takes the
+    preset's value, the one place where "a flag overrides the preset" is written (`is None`, so a
+    flag given as 0 counts)."""
     args = parser.parse_args(argv)
     args.out = args.out or os.path.join("out", args.preset)
+    for flag, name in (preset_defaults or {}).items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, getattr(PRESETS[args.preset], name))
     return args
 
 
@@ -292,7 +298,27 @@ def make_batch(examples, device):
     return x.to(device), y.to(device)
 
 
-# ----------------------------------------------------------------------------- evaluation
+# ----------------------------------------------------------------------------- sample and verify, evaluation
+
+@torch.no_grad()
+def sample_and_verify(model, prompts, problems, p, temperature=0.0, generator=None, batch_size=256, starts=None, desc=None):
+    """The loop under every stage (evaluation, the PRM's samples, RL's rollouts, Monte Carlo
+    labels): continue each prompt (token ids) through the KV cache until end-of-text, in batches
+    of batch_size in the order given (sorted by length, they pad little), and check each chain with
+    the verifier against its problem. The chain checked is the prompt from starts[i] (default: its
+    end) plus the new tokens, so a rollout from a partial solution is judged whole. Returns per
+    prompt: (new tokens, their log-probabilities, Verdict)."""
+    from tqdm import tqdm
+    starts = [len(x) for x in prompts] if starts is None else starts
+    out = []
+    for b in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=desc is None, leave=False):
+        with autocast(model.wte.weight.device):
+            tokens, logprobs = generate(model, prompts[b:b + batch_size], model.cfg.block_size, special_id(PAD),
+                                        stop_ids=(special_id(EOT),), temperature=temperature, generator=generator)
+        for i, (new, lp) in enumerate(zip(tokens, logprobs), start=b):
+            out.append((new, lp, verify(problems[i], decode(prompts[i][starts[i]:] + new), p)))
+    return out
+
 
 @torch.no_grad()
 def evaluate_policy(model, records, task, device, batch_size=256, desc=None):
@@ -300,19 +326,14 @@ def evaluate_policy(model, records, task, device, batch_size=256, desc=None):
     right final answers with its n and 95% interval, and the fraction of right steps among the
     steps written; and every problem's outcome (id, difficulty, right or wrong, tokens), so that
     any interval or paired comparison can be recomputed from the file."""
-    from tqdm import tqdm
     model.eval()
-    eot, back = special_id(EOT), special_id(BACK)
+    back = special_id(BACK)
     order = sorted(range(len(records)), key=lambda i: len(records[i]["problem"]))  # similar lengths batch well
+    results = sample_and_verify(model, [encode(prompt_text(records[i]["problem"])) for i in order],
+                                [parse_problem(records[i]["problem"], task.p) for i in order], task.p, batch_size=batch_size, desc=desc)
     rows = [None] * len(records)  # per problem: right answer, steps written, right steps, tokens, took a step back
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=desc is None, leave=False):
-        chunk = order[start:start + batch_size]
-        prompts = [encode(prompt_text(records[i]["problem"])) for i in chunk]
-        with autocast(device):
-            tokens, _ = generate(model, prompts, model.cfg.block_size, special_id(PAD), stop_ids=(eot,))
-        for i, out in zip(chunk, tokens):
-            v = verify(parse_problem(records[i]["problem"], task.p), decode(out), task.p)
-            rows[i] = (int(v.answer_correct), len(v.step_correct), sum(v.step_correct), len(out), int(back in out))
+    for i, (out, _, v) in zip(order, results):
+        rows[i] = (int(v.answer_correct), len(v.step_correct), sum(v.step_correct), len(out), int(back in out))
     model.train()
     outcomes = {"problem": [r.get("id", i) for i, r in enumerate(records)], "difficulty": [r["difficulty"] for r in records],
                 "correct": [row[0] for row in rows], "tokens": [row[3] for row in rows]}
@@ -327,6 +348,12 @@ def evaluate_policy(model, records, task, device, batch_size=256, desc=None):
         "back_rate_by_difficulty": {str(d): mean(idx, 4) for d, idx in bins.items()},  # solutions that take a step back
         "outcomes": outcomes,
     }
+
+
+def flops(params, trained_tokens=0, forward_tokens=0):
+    """Compute, the usual estimate (Kaplan et al. 2020): 6 x parameters per token trained on
+    (forward and backward), 2 x parameters per token only run forward (generated, scored)."""
+    return params * (6 * trained_tokens + 2 * forward_tokens)
 
 
 def group_by_difficulty(records):
@@ -414,91 +441,3 @@ def _json_text(obj, depth):
     if isinstance(obj, (list, tuple)) and obj and any(isinstance(v, (dict, list, tuple)) for v in obj):
         return "[\n" + ",\n".join(inner + _json_text(v, depth + 1) for v in obj) + f"\n{pad}]"
     return json.dumps(obj)
-
-
-# ----------------------------------------------------------------------------- reward models
-# The process reward model (PRM) and the outcome reward model (ORM) are GPTs whose scalar head
-# is read at chosen positions of a prompt + solution token sequence: the PRM at every step end,
-# where sigmoid(score) is the probability that the step and every step still standing before it
-# are right; the ORM at the last token, where it is the probability that the final answer is
-# right. train_prm.py trains both; search.py and train_rl.py score with these functions.
-
-def step_ends(tokens, start=0):
-    """Positions of the step ends in a token sequence, from `start` (the solution's first token):
-    every step token, then the end-of-text token, which ends the answer line and so is scored
-    as the last step. Nothing after the end-of-text counts. A solution cut off before its
-    end-of-text has no answer step."""
-    step, eot = special_id(STEP), special_id(EOT)
-    ends = []
-    for i in range(start, len(tokens)):
-        if tokens[i] == step or tokens[i] == eot:
-            ends.append(i)
-            if tokens[i] == eot:
-                break
-    return ends
-
-
-@torch.no_grad()
-def scalar_probabilities(model, sequences, batch_size=256):
-    """sigmoid(scalar head) at every position of each token sequence: a list of 1-D tensors.
-    One forward pass per batch of sequences, right-padded: attention is causal, so the padding
-    after a position never changes its score."""
-    device, pad = model.wte.weight.device, special_id(PAD)
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(sequences), batch_size):
-        chunk = sequences[start:start + batch_size]
-        x = torch.full((len(chunk), max(len(s) for s in chunk)), pad, dtype=torch.long)
-        for i, s in enumerate(chunk):
-            x[i, :len(s)] = torch.tensor(s, dtype=torch.long)
-        with autocast(device):
-            scores = model(x.to(device), head="scalar")  # (B, T)
-        probs = torch.sigmoid(scores.float()).cpu()
-        out.extend(probs[i, :len(s)] for i, s in enumerate(chunk))
-    model.train(was_training)
-    return out
-
-
-def span_minima(model, sequences, spans, batch_size=256):
-    """The PRM's score of each span [start, end) of each sequence: the lowest probability any of
-    its tokens gets. The PRM judges every token (is the text still on a right path?), so a step
-    is as good as its weakest token: the token where a mistake is made scores low at once, and
-    no single position has to re-derive a whole step (results/verifiers/README.md)."""
-    probs = scalar_probabilities(model, sequences, batch_size)
-    return [[p[a:b].min().item() for a, b in seq_spans] for p, seq_spans in zip(probs, spans)]
-
-
-def step_spans(ends, start):
-    """The token span [first, end] of each step, from the step ends and the solution's start."""
-    firsts = [start] + [e + 1 for e in ends[:-1]]
-    return [(a, e + 1) for a, e in zip(firsts, ends)]
-
-
-def step_scores(model, sequences, prompt_lengths, batch_size=256):
-    """The PRM's probability that each step is right, for each prompt + solution sequence: a list
-    of lists, one float per step (step_ends; the answer step last)."""
-    spans = [step_spans(step_ends(s, n), n) for s, n in zip(sequences, prompt_lengths)]
-    return span_minima(model, sequences, spans, batch_size)
-
-
-def outcome_scores(model, sequences, batch_size=256):
-    """The ORM's probability that the final answer is right, read at each sequence's last token."""
-    return [p[-1].item() for p in scalar_probabilities(model, sequences, batch_size)]
-
-
-def aggregate(step_probabilities, how):
-    """One score for a whole solution from its step scores (probabilities):
-      min   the weakest step (Wang et al. 2023, Math-Shepherd)
-      prod  the probability that every step is right, steps taken as independent (Lightman et al. 2023)
-      last  the last step's score, which already judges the chain before it (Snell et al. 2024)
-    A solution with no scored step (cut off before its first step end) scores 0."""
-    if not step_probabilities:
-        return 0.0
-    if how == "min":
-        return min(step_probabilities)
-    if how == "prod":
-        return math.prod(step_probabilities)
-    if how == "last":
-        return step_probabilities[-1]
-    raise ValueError(f"unknown aggregation {how!r}: choose min, prod or last")

@@ -7,7 +7,8 @@ It opens with the o1 phenomena judged: each a claim "A beats B" on the same test
 the 95% paired bootstrap interval of the difference and a verdict computed from the per-problem
 outcomes the stages wrote, one column per seed run found beside DIR (DIR_seed1, ...).
 Then: greedy accuracy per difficulty bin after each stage; the PRM (step AUROC, best-of-N);
-the test-time compute grids of the SFT and the RL policy; compute, train-time against test-time,
+the test-time compute grids of the SFT and the RL policy (their tables and plots are made here,
+from search.py's scaling.json); RL against SFT and its training curves; compute, train-time against test-time,
 in FLOPs (6 x parameters per trained token, 2 x parameters per generated or scored token, the
 usual estimate of Kaplan et al. 2020); where run.sh's time went; wall time per stage.
 """
@@ -17,7 +18,7 @@ import os
 import re
 import time
 
-from common import Parser, UserError, paired_difference, phenomena_bins, run_cli, verdict
+from common import Parser, UserError, flops, paired_difference, phenomena_bins, run_cli, verdict
 
 STAGES = ("sft", "prm", "rl", "search", "search_rl")
 
@@ -118,14 +119,75 @@ def compute_optimal_section(grid, bins):
     return "\n".join(lines).strip()
 
 
-def grid_section(out, stage):
-    path = os.path.join(out, stage, "scaling.md")
-    if not os.path.exists(path):
+def grid_section(out, stage, max_train_d):
+    """A search grid (DIR/STAGE/scaling.json): its table, and its plot written beside it."""
+    rows, m = load(out, stage, "scaling.json"), load(out, stage) or {}
+    if not rows:
         return f"No grid yet ({stage})."
-    with open(path) as f:
-        text = f.read()
-    lines = text.splitlines()
-    return "\n".join(lines[1:] if lines and lines[0].startswith("#") else lines).strip()
+    counts = ", ".join(f"d={b}: {n}" for b, n in m.get("problems_per_bin", {}).items())
+    plotted = plot_grid(rows, max_train_d, os.path.join(out, stage, "scaling.png"))
+    return (f"Policy {m.get('policy', '?')}; test problems per bin {counts}.\n\n" + scaling_table(rows, max_train_d)
+            + (f"\n\n![{stage}]({stage}/scaling.png)" if plotted else ""))
+
+
+def scaling_table(rows, max_train_d):
+    """Markdown: accuracy (generated tokens per problem) per method and budget, one column per bin."""
+    bins = sorted({r["difficulty"] for r in rows})
+    cell = {(r["method"], r["budget"], r["difficulty"]): r for r in rows}
+    head = [f"d={d}" + (" (OOD)" if d > max_train_d else "") for d in bins]
+    lines = ["accuracy (generated tokens per problem), per difficulty bin; pass@n is the oracle ceiling of best-of-N", "",
+             "| method | budget | " + " | ".join(head) + " | PRM/ORM tokens read |", "|---|---:|" + "---:|" * (len(bins) + 1)]
+    for method, budget in dict.fromkeys((r["method"], r["budget"]) for r in rows):
+        cells = [f"{cell[method, budget, d]['accuracy']:.3f} ({cell[method, budget, d]['generated_tokens']:.0f})" for d in bins]
+        scored = sum(cell[method, budget, d]["scored_tokens"] for d in bins) / len(bins)
+        lines.append(f"| {method} | {budget} | " + " | ".join(cells) + f" | {scored:.0f} |")
+    lines += ["", "best method per bin and budget (pass@n and greedy left out):", ""]
+    for d in bins:
+        wins = []
+        for budget in sorted({r["budget"] for r in rows if r["method"] not in ("greedy", "pass@n")}):
+            cands = [r for r in rows if r["difficulty"] == d and r["budget"] == budget and r["method"] not in ("greedy", "pass@n")]
+            top = max(r["accuracy"] for r in cands)
+            wins.append(f"N={budget}: {'/'.join(r['method'] for r in cands if r['accuracy'] == top)} ({top:.3f})")
+        lines.append(f"- d={d}: " + "; ".join(wins))
+    return "\n".join(lines)
+
+
+def difficulty_groups(bins, max_train_d):
+    """Panels of the plot: the in-range bins split into up to three groups, and the bins beyond."""
+    inside, beyond = [d for d in bins if d <= max_train_d], [d for d in bins if d > max_train_d]
+    k = min(3, len(inside))
+    groups = [inside[i * len(inside) // k:(i + 1) * len(inside) // k] for i in range(k)]
+    return [(f"d={g[0]}" + (f"-{g[-1]}" if len(g) > 1 else ""), g) for g in groups] + ([(f"d={beyond[0]}-{beyond[-1]} (beyond training)", beyond)] if beyond else [])
+
+
+def plot_grid(rows, max_train_d, path):
+    """Accuracy against log generated tokens, one panel per difficulty group. False without matplotlib."""
+    try:
+        import matplotlib
+        import matplotlib.ticker
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    groups = difficulty_groups(sorted({r["difficulty"] for r in rows}), max_train_d)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 4), squeeze=False)
+    for ax, (title, group) in zip(axes[0], groups):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            points = []
+            for budget in sorted({r["budget"] for r in rows if r["method"] == method}):
+                sel = [r for r in rows if r["method"] == method and r["budget"] == budget and r["difficulty"] in group]
+                weight = sum(r["problems"] for r in sel)
+                points.append((sum(r["generated_tokens"] * r["problems"] for r in sel) / weight,
+                               sum(r["accuracy"] * r["problems"] for r in sel) / weight))
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, "--" if method == "pass@n" else "-", marker="o", label=method)
+        ax.set(xscale="log", title=title, xlabel="generated tokens per problem", ylabel="accuracy")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # one label per decade
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
 
 
 def compute_section(metrics):
@@ -147,7 +209,7 @@ def compute_section(metrics):
         if cost:
             lines += [f"Inference per problem, {stage} (2 x parameters x (generated + PRM-read tokens), mean over bins):",
                       "", table(["method", "budget", "FLOPs per problem"],
-                                [[m, n, f"{2 * params * sum(t) / len(t):.2e}"] for (m, n), t in cost.items()]), ""]
+                                [[m, n, f"{flops(params, forward_tokens=sum(t) / len(t)):.2e}"] for (m, n), t in cost.items()]), ""]
     return "\n".join(lines) if lines else "No token counts recorded yet."
 
 
@@ -155,7 +217,7 @@ def train_flops(m):
     """A stage's training compute as it recorded it (SFT before it did: 6 x params x tokens)."""
     if "train_flops" in m:
         return m["train_flops"]
-    return 6 * m["params"] * m["train_tokens"] if "train_tokens" in m and "params" in m else None
+    return flops(m["params"], trained_tokens=m["train_tokens"]) if "train_tokens" in m and "params" in m else None
 
 
 # ----------------------------------------------------------------------------- train-time against test-time compute
@@ -207,7 +269,7 @@ def exchange_points(out, sizes, prm):
                 continue
             scored = r.get("scored_tokens", 0)
             train = train_flops(m) + (train_flops(prm) if scored and prm else 0)
-            inference = n_test * 2 * (m["params"] * r["generated_tokens"] + reader_params * scored)
+            inference = n_test * (flops(m["params"], forward_tokens=r["generated_tokens"]) + flops(reader_params, forward_tokens=scored))
             points.append({**r, "size": name, "params": m["params"], "flops": train + inference})
     return points
 
@@ -556,11 +618,11 @@ def main(argv=None):
         "## The o1 phenomena, judged", verdict_section(args.out, max_train_d),
         "## Greedy accuracy per difficulty (fraction of right final answers)", accuracy_section(metrics),
         "## The verifiers, head to head", prm_section(metrics["prm"], load(args.out, "search", "scaling.json") or []),
-        "## Test-time compute, SFT policy", grid_section(args.out, "search"),
+        "## Test-time compute, SFT policy", grid_section(args.out, "search", max_train_d),
         "## Compute-optimal test-time search", compute_optimal_section(load(args.out, "search", "scaling.json") or [],
                                                                        phenomena_bins(max_train_d)),
         "## RL: sharpening or learning?", rl_section(args.out),
-        "## Test-time compute, RL policy", grid_section(args.out, "search_rl"),
+        "## Test-time compute, RL policy", grid_section(args.out, "search_rl", max_train_d),
         "## Compute: train time against test time", compute_section(metrics),
         "## Model size: greedy accuracy against training compute", sweep_section(sizes),
         "## The exchange rate: a smaller model with search against a larger one with greedy decoding",

@@ -28,8 +28,8 @@ compared at matched generated tokens; the tables print what each really spent.
 
 The grid answers the first --per-bin test problems of every difficulty bin (in range and beyond
 training) with every method at every budget, and writes DIR/search/scaling.json (rows: method,
-budget, difficulty, accuracy, generated_tokens and scored_tokens per problem), scaling.md, and
-scaling.png if matplotlib is installed; with --policy NAME (rl, sft_w48, ...), into DIR/search_NAME/. pass@N
+budget, difficulty, accuracy, generated_tokens and scored_tokens per problem; report.py turns it into
+a table and a plot); with --policy NAME (rl, sft_w48, ...), into DIR/search_NAME/. pass@N
 (any of the N samples right, by the verifier) is listed as the ceiling a best-of-N selector can
 reach. PRM methods need DIR/prm/ckpt.pt, bon-orm DIR/prm/orm.pt (python train_prm.py);
 --method all skips what is missing.
@@ -51,12 +51,13 @@ from functools import partial
 
 import torch
 
-from common import (PRESETS, UserError, aggregate, autocast, outcome_scores, parse, read_split, read_task, run_cli, span_minima,
-                    bin_rates, phenomena_bins, setup_device, stage_parser, wilson, write_json)
+from common import (PRESETS, UserError, autocast, parse, read_split, read_task, run_cli, bin_rates, phenomena_bins, setup_device,
+                    stage_parser, wilson, write_json)
 from data.task import EOT, PAD, STEP, ProblemError, difficulty, parse_problem, prompt_text, values
 from data.tokenizer import decode, encode, special_id
 from data.verify import verify
 from model import generate, load_checkpoint, model_from_checkpoint
+from reward import aggregate, outcome_scores, span_minima
 
 METHODS = ("greedy", "majority", "bon-prm", "prm-vote", "bon-orm", "bon-confidence", "beam", "mcts")
 SAMPLED = ("majority", "bon-prm", "prm-vote", "bon-orm", "bon-confidence")  # these share one set of N samples
@@ -432,65 +433,6 @@ def run_grid(setup, methods, budgets, records, task, per_bin):
     return rows
 
 
-def scaling_table(rows, task):
-    """Markdown: accuracy (generated tokens per problem) per method and budget, one column per bin."""
-    bins = sorted({r["difficulty"] for r in rows})
-    cell = {(r["method"], r["budget"], r["difficulty"]): r for r in rows}
-    head = [f"d={d}" + (" (OOD)" if d > task.max_train_d else "") for d in bins]
-    lines = ["accuracy (generated tokens per problem), per difficulty bin; pass@n is the oracle ceiling of best-of-N", "",
-             "| method | budget | " + " | ".join(head) + " | PRM/ORM tokens read |", "|---|---:|" + "---:|" * (len(bins) + 1)]
-    for method, budget in dict.fromkeys((r["method"], r["budget"]) for r in rows):
-        cells = [f"{cell[method, budget, d]['accuracy']:.3f} ({cell[method, budget, d]['generated_tokens']:.0f})" for d in bins]
-        scored = sum(cell[method, budget, d]["scored_tokens"] for d in bins) / len(bins)
-        lines.append(f"| {method} | {budget} | " + " | ".join(cells) + f" | {scored:.0f} |")
-    lines += ["", "best method per bin and budget (pass@n and greedy left out):", ""]
-    for d in bins:
-        wins = []
-        for budget in sorted({r["budget"] for r in rows if r["method"] not in ("greedy", "pass@n")}):
-            cands = [r for r in rows if r["difficulty"] == d and r["budget"] == budget and r["method"] not in ("greedy", "pass@n")]
-            top = max(r["accuracy"] for r in cands)
-            wins.append(f"N={budget}: {'/'.join(r['method'] for r in cands if r['accuracy'] == top)} ({top:.3f})")
-        lines.append(f"- d={d}: " + "; ".join(wins))
-    return "\n".join(lines)
-
-
-def difficulty_groups(bins, max_train_d):
-    """Panels of the plot: the in-range bins split into up to three groups, and the bins beyond."""
-    inside, beyond = [d for d in bins if d <= max_train_d], [d for d in bins if d > max_train_d]
-    k = min(3, len(inside))
-    groups = [inside[i * len(inside) // k:(i + 1) * len(inside) // k] for i in range(k)]
-    return [(f"d={g[0]}" + (f"-{g[-1]}" if len(g) > 1 else ""), g) for g in groups] + ([(f"d={beyond[0]}-{beyond[-1]} (beyond training)", beyond)] if beyond else [])
-
-
-def plot(rows, task, path):
-    """Accuracy against log generated tokens, one panel per difficulty group. False without matplotlib."""
-    try:
-        import matplotlib
-        import matplotlib.ticker
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    groups = difficulty_groups(sorted({r["difficulty"] for r in rows}), task.max_train_d)
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 4), squeeze=False)
-    for ax, (title, group) in zip(axes[0], groups):
-        for method in dict.fromkeys(r["method"] for r in rows):
-            points = []
-            for budget in sorted({r["budget"] for r in rows if r["method"] == method}):
-                sel = [r for r in rows if r["method"] == method and r["budget"] == budget and r["difficulty"] in group]
-                weight = sum(r["problems"] for r in sel)
-                points.append((sum(r["generated_tokens"] * r["problems"] for r in sel) / weight,
-                               sum(r["accuracy"] * r["problems"] for r in sel) / weight))
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, "--" if method == "pass@n" else "-", marker="o", label=method)
-        ax.set(xscale="log", title=title, xlabel="generated tokens per problem", ylabel="accuracy")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # one label per decade
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return True
-
-
 # ----------------------------------------------------------------------------- reading a problem file
 
 def verifier_mark(node, problem, p):
@@ -636,19 +578,14 @@ def main(argv=None):
         rows = run_grid(setup, methods, budgets, read_split(args.out, "test"), task, per_bin)
     out_dir = os.path.join(args.out, "search" if args.policy == "sft" else f"search_{args.policy}")  # every grid is kept
     write_json(os.path.join(out_dir, "scaling.json"), rows)
-    table = scaling_table(rows, task)
-    with open(os.path.join(out_dir, "scaling.md"), "w") as f:
-        counts = ", ".join(f"d={b}: {n}" for b, n in per_bin.items())
-        f.write(f"# search: preset {args.preset}, policy {args.policy}, problems per bin {counts}\n\n{table}\n")
     greedy = bin_rates({r["difficulty"]: r["correct"] for r in rows if r["method"] == "greedy"})
     write_json(os.path.join(out_dir, "metrics.json"), {
         "stage": "search", "preset": args.preset, "device": str(d.device), "policy": args.policy, "methods": methods,
         "budgets": budgets, "problems_per_bin": {str(b): n for b, n in per_bin.items()}, "wall_time_s": time.time() - start, **greedy})
-    print(table)
-    if plot(rows, task, os.path.join(out_dir, "scaling.png")):
-        print(f"wrote {out_dir}/scaling.json, scaling.md, scaling.png ({time.time() - start:.0f} s)")
-    else:
-        print(f"wrote {out_dir}/scaling.json and scaling.md ({time.time() - start:.0f} s); no scaling.png: matplotlib is not installed")
+    for method, budget in dict.fromkeys((r["method"], r["budget"]) for r in rows):  # pooled over the bins; per bin: report.py
+        mine = [c for r in rows if (r["method"], r["budget"]) == (method, budget) for c in r["correct"]]
+        print(f"search: {method:>14} N={budget:<3} accuracy {sum(mine) / len(mine):.3f} over {len(mine)} problems")
+    print(f"wrote {out_dir}/scaling.json ({time.time() - start:.0f} s); its table per bin and plot: python report.py --out {args.out}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ What it writes, and what search.py and train_rl.py may rely on:
   DIR/prm/ckpt.pt       the PRM, a GPT checkpoint (model.load_checkpoint). Its scalar head at a
                         token gives the logit that the solution up to there is still right; a
                         step's score is the lowest over its tokens, the end-of-text token ending
-                        the answer line as a last step. common.step_scores reads them all in one
+                        the answer line as a last step. reward.step_scores reads them all in one
                         forward pass; common.aggregate turns them into one score (min, prod, last).
   DIR/prm/orm.pt        the ORM, the same architecture: the logit that the final answer is
                         right, read at the last token (common.outcome_scores).
@@ -53,12 +53,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (PRESETS, UserError, autocast, lr_at, make_optimizer, outcome_scores, parse, read_split, read_task, run_cli,
-                    setup_device, stage_parser, step_ends, step_scores, step_spans, teardown, write_json)
+from common import (PRESETS, UserError, autocast, flops, group_by_difficulty, lr_at, make_optimizer, parse, read_split,
+                    read_task, run_cli, sample_and_verify, setup_device, stage_parser, teardown, write_json)
 from data.task import BACK, EOT, PAD, STEP, Problem, parse_problem, prompt_text, step_text, values
 from data.tokenizer import decode, encode, special_id
 from data.verify import verify
-from model import generate, load_checkpoint, model_from_checkpoint, save_checkpoint
+from model import load_checkpoint, model_from_checkpoint, save_checkpoint
+from reward import outcome_scores, step_ends, step_scores, step_spans
 
 AGREEMENT_ROLLOUTS = (1, 4, 16)
 
@@ -84,29 +85,23 @@ class Sample:
         return self.prompt + self.solution
 
 
-def judge(record, prompt, solution, logprobs, p):
+def judge(record, prompt, solution, logprobs, verdict, p):
     problem = parse_problem(record["problem"], p)
-    text = decode(solution)
-    verdict = verify(problem, text, p)
     return Sample(problem, record["difficulty"], prompt, solution, logprobs, verdict.answer, verdict.answer_correct,
-                  step_ends(prompt + solution, len(prompt)), oracle_step_labels(problem, text, p))
+                  step_ends(prompt + solution, len(prompt)), oracle_step_labels(problem, decode(solution), p))
 
 
 @torch.no_grad()
 def sample_solutions(model, records, k, temperature, p, generator, batch_size, desc):
     """k solutions per problem (temperature 0: greedy), in batches through the KV cache.
     Returns one list of k Samples per record."""
-    device, eot = model.wte.weight.device, special_id(EOT)
     jobs = [(i, encode(prompt_text(r["problem"]))) for i, r in enumerate(records) for _ in range(k)]
     jobs.sort(key=lambda job: len(job[1]))  # similar lengths: little padding
+    results = sample_and_verify(model, [prompt for _, prompt in jobs], [parse_problem(records[i]["problem"], p) for i, _ in jobs], p,
+                                temperature, generator, batch_size, desc=desc)
     out = [[] for _ in records]
-    for start in tqdm(range(0, len(jobs), batch_size), desc=desc, leave=False):
-        batch = jobs[start:start + batch_size]
-        with autocast(device):
-            solutions, logprobs = generate(model, [prompt for _, prompt in batch], model.cfg.block_size, special_id(PAD),
-                                           stop_ids=(eot,), temperature=temperature, generator=generator)
-        for (i, prompt), solution, lp in zip(batch, solutions, logprobs):
-            out[i].append(judge(records[i], prompt, solution, lp, p))
+    for (i, prompt), (solution, lp, verdict) in zip(jobs, results):
+        out[i].append(judge(records[i], prompt, solution, lp, verdict, p))
     return out
 
 
@@ -179,20 +174,15 @@ def policy_rollout(model, p, temperature, generator):
     """The policy as a rollout function: for each (sample, j), continue the sample's tokens up to
     and including step end j to the end, and say whether the answer is right and how many tokens
     that took. A prefix that already fills the context cannot finish: a wrong outcome."""
-    device, eot, block = model.wte.weight.device, special_id(EOT), model.cfg.block_size
-
     def rollout(prefixes):
         prompts = [s.tokens[:s.ends[j] + 1] for s, j in prefixes]
-        room = [i for i, prompt in enumerate(prompts) if len(prompt) < block]
+        room = [i for i, prompt in enumerate(prompts) if len(prompt) < model.cfg.block_size]
         outcomes = [(False, 0)] * len(prefixes)
         if room:
-            with autocast(device):
-                completions, _ = generate(model, [prompts[i] for i in room], block, special_id(PAD), stop_ids=(eot,),
-                                          temperature=temperature, generator=generator)
-            for i, completion in zip(room, completions):
-                s, _ = prefixes[i]
-                text = decode(prompts[i][len(s.prompt):] + completion)
-                outcomes[i] = (verify(s.problem, text, p).answer_correct, len(completion))
+            results = sample_and_verify(model, [prompts[i] for i in room], [prefixes[i][0].problem for i in room], p, temperature,
+                                        generator, batch_size=len(room), starts=[len(prefixes[i][0].prompt) for i in room])
+            for i, (completion, _, verdict) in zip(room, results):
+                outcomes[i] = (verdict.answer_correct, len(completion))
         return outcomes
 
     return rollout
@@ -384,7 +374,7 @@ def spread(s, step_labels):
 
 # ----------------------------------------------------------------------------- main
 
-def main(argv=None):
+def parse_args(argv):
     parser = stage_parser(__doc__)
     parser.add_argument("--labels", default="oracle", choices=["oracle", "mc-hard", "mc-soft"],
                         help="what the PRM learns from: the verifier, or Monte Carlo rollouts (default: oracle)")
@@ -395,12 +385,51 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, help="peak AdamW learning rate, embeddings, gains, the head (default: the preset's)")
     parser.add_argument("--muon-lr", type=float, help="peak Muon learning rate, the blocks' matrices (default: the preset's)")
     parser.add_argument("--eval-problems", type=int, help="test problems per difficulty bin (default: the preset's)")
-    args = parse(parser, argv)
+    return parse(parser, argv, {"problems": "prm_problems", "rollouts": "prm_rollouts", "steps": "prm_steps", "lr": "prm_lr",
+                                "muon_lr": "prm_muon_lr", "eval_problems": "prm_eval_problems",
+                                "agreement_samples": "prm_agreement_samples"})
+
+
+def make_labels(args, policy, train, p, temperature, generator, gen_batch):
+    """Phase 2: the oracle's label on every token, or Monte Carlo step values spread over the
+    steps' tokens; and, on a subset, Monte Carlo against the oracle at several M. Returns the
+    labels, the tokens the label rollouts generated, and the agreement rows."""
+    rollout = policy_rollout(policy, p, temperature, generator)
+    subset = random.Random(args.seed).sample(train, min(args.agreement_samples, len(train)))
+    prefixes = step_prefixes(subset)
+    agreement = monte_carlo_agreement(prefixes, monte_carlo_outcomes(prefixes, rollout, max(AGREEMENT_ROLLOUTS), gen_batch,
+                                                                     "prm rollouts (agreement)"))
+    for row in agreement:
+        print(f"prm: Monte Carlo M={row['rollouts']:>2} vs oracle on {row['steps']} steps: agreement {row['hard_agreement']:.3f}, "
+              f"soft AUROC {fmt(row['soft_auroc'])}, {row['generated_tokens_per_step']:.0f} tokens per step")
+    if args.labels == "oracle":
+        return [oracle_token_labels(s, p) for s in train], 0, agreement
+    step_labels, label_tokens = monte_carlo_step_labels(train, rollout, args.rollouts, args.labels == "mc-soft", gen_batch,
+                                                        f"prm rollouts (M={args.rollouts} labels)")
+    return [spread(s, y) for s, y in zip(train, step_labels)], label_tokens, agreement
+
+
+def train_verifiers(args, sft, train, labels, batch_size, device):
+    """Phase 3: the PRM (on the labels) and the ORM (on the outcome), both from the SFT weights,
+    both judging every token; both saved. Returns them, their loss histories and trained tokens."""
+    prm = model_from_checkpoint(sft, attn=args.attn).to(device)
+    prm_history, prm_tokens = train_reward_model(prm, token_examples(train, labels), args.steps, batch_size,
+                                                 args.lr, args.muon_lr, args.seed, "prm train")
+    # the ORM predicts the final answer's correctness at every token (Cobbe et al. 2021), read at the last
+    orm = model_from_checkpoint(sft, attn=args.attn).to(device)
+    outcomes = [[float(s.correct)] * (len(s.solution)) for s in train]
+    orm_history, orm_tokens = train_reward_model(orm, token_examples(train, outcomes), args.steps, batch_size,
+                                                 args.lr, args.muon_lr, args.seed, "orm train")
+    state = dict(step=args.steps, preset=args.preset, labels=args.labels, sft_step=sft["step"])
+    save_checkpoint(os.path.join(args.out, "prm", "ckpt.pt"), prm, kind="prm", loss_history=prm_history, **state)
+    save_checkpoint(os.path.join(args.out, "prm", "orm.pt"), orm, kind="orm", loss_history=orm_history, **state)
+    print(f"prm: trained PRM ({args.labels} labels) and ORM for {args.steps} steps: final loss {prm_history[-1]:.3f} / {orm_history[-1]:.3f}")
+    return prm, orm, prm_history, orm_history, prm_tokens + orm_tokens
+
+
+def main(argv=None):
+    args = parse_args(argv)
     t0, preset = time.time(), PRESETS[args.preset]
-    pick = lambda flag, default: default if flag is None else flag  # noqa: E731  (a flag given as 0 still counts)
-    n_problems, m, steps = pick(args.problems, preset.prm_problems), pick(args.rollouts, preset.prm_rollouts), pick(args.steps, preset.prm_steps)
-    lr, muon_lr = pick(args.lr, preset.prm_lr), pick(args.muon_lr, preset.prm_muon_lr)
-    n_eval, n_agree = pick(args.eval_problems, preset.prm_eval_problems), pick(args.agreement_samples, preset.prm_agreement_samples)
     temperature = preset.prm_temperature
 
     # ---- inputs: the task, the SFT policy
@@ -416,77 +445,42 @@ def main(argv=None):
     generator = torch.Generator(d.device).manual_seed(args.seed)
     policy = model_from_checkpoint(sft, attn=args.attn).to(d.device).eval()
     gen_batch = 2048 if d.device.type == "cuda" else 512
-    seconds = {}
+    seconds, t = {}, time.time()
 
     # ---- 1. one solution to each training problem: the policy's own mistakes are what a PRM must catch
-    t = time.time()
-    records = read_split(args.out, "train")[:n_problems]
+    records = read_split(args.out, "train")[:args.problems]
     train = [g[0] for g in sample_solutions(policy, records, 1, temperature, task.p, generator, gen_batch, "prm sample")]
     print(f"prm: {len(train)} solutions to training problems at temperature {temperature}: "
           f"{sum(s.correct for s in train) / len(train):.3f} right answers, "
           f"{right_steps(train):.3f} of {sum(len(s.labels) for s in train)} steps right (oracle)")
-    seconds["sample"] = time.time() - t
-
-    # ---- 2. labels: the oracle's on every token, or Monte Carlo step values; the agreement curve on a subset
-    t = time.time()
-    rollout = policy_rollout(policy, task.p, temperature, generator)
-    subset = random.Random(args.seed).sample(train, min(n_agree, len(train)))
-    prefixes = step_prefixes(subset)
-    agreement = monte_carlo_agreement(prefixes, monte_carlo_outcomes(prefixes, rollout, max(AGREEMENT_ROLLOUTS), gen_batch,
-                                                                     "prm rollouts (agreement)"))
-    for row in agreement:
-        print(f"prm: Monte Carlo M={row['rollouts']:>2} vs oracle on {row['steps']} steps: agreement {row['hard_agreement']:.3f}, "
-              f"soft AUROC {fmt(row['soft_auroc'])}, {row['generated_tokens_per_step']:.0f} tokens per step")
-    label_tokens = 0
-    if args.labels == "oracle":
-        labels = [oracle_token_labels(s, task.p) for s in train]
-    else:
-        step_labels, label_tokens = monte_carlo_step_labels(train, rollout, m, args.labels == "mc-soft", gen_batch,
-                                                            f"prm rollouts (M={m} labels)")
-        labels = [spread(s, y) for s, y in zip(train, step_labels)]
-    seconds["label"] = time.time() - t
-
-    # ---- 3. train the PRM and the ORM, both from the SFT weights, both judging every token
-    t = time.time()
-    prm = model_from_checkpoint(sft, attn=args.attn).to(d.device)
-    prm_history, prm_tokens = train_reward_model(prm, token_examples(train, labels), steps, preset.prm_batch_size,
-                                                 lr, muon_lr, args.seed, "prm train")
-    # the ORM predicts the final answer's correctness at every token (Cobbe et al. 2021), read at the last
-    orm = model_from_checkpoint(sft, attn=args.attn).to(d.device)
-    outcomes = [[float(s.correct)] * (len(s.solution)) for s in train]
-    orm_history, orm_tokens = train_reward_model(orm, token_examples(train, outcomes), steps, preset.prm_batch_size,
-                                                 lr, muon_lr, args.seed, "orm train")
-    state = dict(step=steps, preset=args.preset, labels=args.labels, sft_step=sft["step"])
-    save_checkpoint(os.path.join(args.out, "prm", "ckpt.pt"), prm, kind="prm", loss_history=prm_history, **state)
-    save_checkpoint(os.path.join(args.out, "prm", "orm.pt"), orm, kind="orm", loss_history=orm_history, **state)
-    print(f"prm: trained PRM ({args.labels} labels) and ORM for {steps} steps: final loss {prm_history[-1]:.3f} / {orm_history[-1]:.3f}")
-    seconds["train"] = time.time() - t
+    seconds["sample"], t = time.time() - t, time.time()
+    # ---- 2. labels; 3. the PRM and the ORM
+    labels, label_tokens, agreement = make_labels(args, policy, train, task.p, temperature, generator, gen_batch)
+    seconds["label"], t = time.time() - t, time.time()
+    prm, orm, prm_history, orm_history, trained_tokens = train_verifiers(args, sft, train, labels, preset.prm_batch_size, d.device)
+    seconds["train"], t = time.time() - t, time.time()
 
     # ---- 4. the verifiers head to head, on the policy's own samples of test problems
-    t = time.time()
-    samples, bins = evaluation_samples(policy, prm, orm, read_split(args.out, "test"), n_eval, preset.prm_eval_samples,
+    samples, bins = evaluation_samples(policy, prm, orm, read_split(args.out, "test"), args.eval_problems, preset.prm_eval_samples,
                                        temperature, task.p, generator, gen_batch)
     verifiers = verifier_table(samples, bins)
     in_range = [s for s in samples if s.difficulty <= task.max_train_d]
     seconds["evaluate"] = time.time() - t
-
-    n_params = sum(p.numel() for p in prm.parameters())
     metrics = {
         "stage": "prm", "preset": args.preset, "device": str(d.device), "labels": args.labels,
         "train_solutions": len(train), "temperature": temperature,
         "train_answer_accuracy": sum(s.correct for s in train) / len(train),
         "train_step_labels": sum(len(s.labels) for s in train), "train_step_right_fraction": right_steps(train),
-        "monte_carlo_rollouts": m if args.labels != "oracle" else None, "monte_carlo_label_tokens": label_tokens,
-        "steps": steps, "batch_size": preset.prm_batch_size, "lr": lr, "muon_lr": muon_lr,
-        # compute: 6 x params per trained token (PRM and ORM), 2 x params per sampled token (solutions, labels)
-        "train_flops": n_params * (6 * (prm_tokens + orm_tokens) + 2 * (sum(len(s.tokens) for s in train) + label_tokens)),
+        "monte_carlo_rollouts": args.rollouts if args.labels != "oracle" else None, "monte_carlo_label_tokens": label_tokens,
+        "steps": args.steps, "batch_size": preset.prm_batch_size, "lr": args.lr, "muon_lr": args.muon_lr,
+        "train_flops": flops(sum(p.numel() for p in prm.parameters()), trained_tokens=trained_tokens,  # both models
+                             forward_tokens=sum(len(s.tokens) for s in train) + label_tokens),  # sampled: solutions, labels
         "prm_final_loss": prm_history[-1], "orm_final_loss": orm_history[-1],
-        "eval_problems_per_bin": n_eval, "eval_samples_per_problem": preset.prm_eval_samples,
+        "eval_problems_per_bin": args.eval_problems, "eval_samples_per_problem": preset.prm_eval_samples,
         "step_auroc": auroc([q for s in in_range for q in s.scores["prm"]], [y for s in in_range for y in s.labels]),
         "step_auroc_by_difficulty": {b: row["step_auroc_prm"] for b, row in verifiers.items()},
         **first_error_rates(in_range, "prm"),
-        "verifiers_by_difficulty": verifiers,
-        "monte_carlo_agreement": agreement,
+        "verifiers_by_difficulty": verifiers, "monte_carlo_agreement": agreement,
         "seconds": seconds, "wall_time_s": time.time() - t0,
     }
     write_json(os.path.join(args.out, "prm", "metrics.json"), metrics)
@@ -499,12 +493,9 @@ def main(argv=None):
 def evaluation_samples(policy, prm, orm, test, n_eval, k, temperature, p, generator, gen_batch):
     """k samples of the policy on each of the first n_eval test problems of every bin, scored by
     the PRM (every step), the ORM and the policy's confidence."""
-    by_bin = {}
-    for r in test:
-        if len(by_bin.setdefault(r["difficulty"], [])) < n_eval:
-            by_bin[r["difficulty"]].append(r)
-    bins = sorted(by_bin)
-    records = [r for b in bins for r in by_bin[b]]
+    by_bin = group_by_difficulty(test)
+    bins = list(by_bin)
+    records = [test[i] for b in bins for i in by_bin[b][:n_eval]]
     samples = [s for g in sample_solutions(policy, records, k, temperature, p, generator, gen_batch, "prm eval sample") for s in g]
     sequences, prompts = [s.tokens for s in samples], [len(s.prompt) for s in samples]
     for s, steps, outcome in zip(samples, step_scores(prm, sequences, prompts), outcome_scores(orm, sequences)):

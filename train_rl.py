@@ -36,16 +36,17 @@ test bins are only reported; the validation split picks the checkpoint.
 import copy
 import os
 import time
+from types import SimpleNamespace
 
 import torch
 from tqdm import tqdm
 
-from common import (PRESETS, UserError, autocast, evaluate_policy, paired_difference, parse, read_split, read_task, run_cli,
-                    setup_device, stage_parser, step_ends, step_scores, write_json)
-from data.task import EOT, PAD, parse_problem, prompt_text, sample_split
-from data.tokenizer import decode, encode, special_id
-from data.verify import verify
-from model import generate, load_checkpoint, model_from_checkpoint, save_checkpoint
+from common import (PRESETS, UserError, autocast, evaluate_policy, flops, paired_difference, parse, read_split, read_task,
+                    run_cli, sample_and_verify, setup_device, stage_parser, write_json)
+from data.task import PAD, parse_problem, prompt_text, sample_split
+from data.tokenizer import encode, special_id
+from model import load_checkpoint, model_from_checkpoint, save_checkpoint
+from reward import step_ends, step_scores
 
 
 # ----------------------------------------------------------------------------- the math
@@ -192,11 +193,9 @@ def verifier_scores(verdicts, reward, unfinished_penalty):
 def rollout(policy, records, task, temperature, generator):
     """Sample one solution per record through the KV cache; check each with the verifier."""
     prompts = [encode(prompt_text(r["problem"])) for r in records]
-    with autocast(policy.wte.weight.device):
-        responses, _ = generate(policy, prompts, policy.cfg.block_size, special_id(PAD), stop_ids=(special_id(EOT),),
-                                temperature=temperature, generator=generator)
-    verdicts = [verify(parse_problem(r["problem"], task.p), decode(out), task.p) for r, out in zip(records, responses)]
-    return prompts, responses, verdicts
+    results = sample_and_verify(policy, prompts, [parse_problem(r["problem"], task.p) for r in records], task.p, temperature,
+                                generator, batch_size=len(prompts))
+    return prompts, [out for out, _, _ in results], [verdict for _, _, verdict in results]
 
 
 @torch.no_grad()
@@ -245,11 +244,7 @@ def ppo_update(policy, critic, policy_optimizer, critic_optimizer, batch, hp, ge
                 loss, clip_fraction = policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mask, hp.clip)
                 if hp.algo == "grpo":
                     loss = loss + hp.kl_coef * masked_mean(kl_k3(logprobs, mb["ref_logprobs"]), mask)
-                check_finite("policy loss", loss)
-                loss.backward()
-                check_finite("policy gradient norm", torch.nn.utils.clip_grad_norm_(policy.parameters(), hp.max_grad_norm))
-                policy_optimizer.step()
-                policy_optimizer.zero_grad(set_to_none=True)
+                step(loss, policy, policy_optimizer, "policy", hp.max_grad_norm)
                 logs["policy_loss"].append(loss.item())
                 logs["clip_fraction"].append(clip_fraction.item())
                 logs["approx_kl"].append(masked_mean(kl_k3(mb["old_logprobs"], logprobs.detach()), mask).item())
@@ -258,11 +253,7 @@ def ppo_update(policy, critic, policy_optimizer, critic_optimizer, batch, hp, ge
                 with autocast(mask.device):
                     values = critic(mb["tokens"][:, :-1], head="scalar").float()
                 loss = value_loss(values, mb["values"], mb["returns"], mask, hp.value_clip)
-                check_finite("value loss", loss)
-                loss.backward()
-                check_finite("value gradient norm", torch.nn.utils.clip_grad_norm_(critic.parameters(), hp.max_grad_norm))
-                critic_optimizer.step()
-                critic_optimizer.zero_grad(set_to_none=True)
+                step(loss, critic, critic_optimizer, "value", hp.max_grad_norm)
                 logs["value_loss"].append(loss.item())
     return {k: sum(v) / len(v) for k, v in logs.items() if v}
 
@@ -274,7 +265,7 @@ def iteration_flops(params, tokens, hp, critic, prm, warming):
     critic. Padding counted: it is computed."""
     forward = 1 + 2 + (critic is not None) + (prm is not None)  # sampling (prompt included), old, ref, values, PRM
     trained = hp.epochs * ((not warming) + (critic is not None))
-    return params * tokens * (2 * forward + 6 * trained)
+    return flops(params, trained_tokens=tokens * trained, forward_tokens=tokens * forward)
 
 
 def runaway(history):
@@ -293,6 +284,16 @@ def runaway(history):
     if now["finished"] < first["finished"] / 2:
         return f"{now['finished']:.0%} of the solutions finished, from {first['finished']:.0%}"
     return None
+
+
+def step(loss, model, optimizer, name, max_grad_norm):
+    """Backward, gradient clipping and one optimizer step; a NaN or Inf loss or gradient raises
+    FloatingPointError before the step changes anything."""
+    check_finite(f"{name} loss", loss)
+    loss.backward()
+    check_finite(f"{name} gradient norm", torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def check_finite(name, value):
@@ -358,14 +359,9 @@ def parse_args(argv=None):
     parser.add_argument("--train-d", type=lambda s: [int(x) for x in s.split(",")],
                         help="training difficulties, comma-separated, equally often (default: in proportion to p (1 - p), p the SFT accuracy)")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/rl/ckpt.pt")
-    args = parse(parser, argv)
-    preset = PRESETS[args.preset]
-    args.iterations = args.iterations or preset.rl_iterations
-    args.rollouts = args.rollouts or preset.rl_rollouts
-    args.minibatch = args.minibatch or preset.rl_minibatch
-    args.lr = args.lr or preset.rl_lr
-    args.critic_lr = args.critic_lr or 10 * args.lr
-    args.eval_every = args.eval_every or preset.rl_eval_every
+    args = parse(parser, argv, {"iterations": "rl_iterations", "rollouts": "rl_rollouts", "minibatch": "rl_minibatch",
+                                "lr": "rl_lr", "eval_every": "rl_eval_every"})
+    args.critic_lr = 10 * args.lr if args.critic_lr is None else args.critic_lr
     if args.algo == "grpo" and args.rollouts % args.group_size:
         parser.error(f"--rollouts {args.rollouts} must be a multiple of --group-size {args.group_size}")
     return args
@@ -394,8 +390,58 @@ def load_models(args, device):
     return policy, reference, prm, critic, critic_init
 
 
+def start_or_resume(args, m, ckpt_path, task, val, device):
+    """Iteration, training log, validation log, training mix: from the checkpoint with --resume,
+    else fresh, with the training mix measured and the SFT policy validated (iteration 0)."""
+    if not args.resume:
+        mix, mix_accuracy = training_mix(m.reference, task, device, max(1, PRESETS[args.preset].eval_problems // 2), args.seed)
+        mix = {d: 1 / len(args.train_d) for d in args.train_d} if args.train_d else mix
+        return 0, [], [{"iteration": 0, "accuracy": evaluate_policy(m.reference, val, task, device)["accuracy"]}], mix, mix_accuracy
+    ckpt = load_checkpoint(ckpt_path, expect_config=m.policy.cfg)
+    if (ckpt["algo"], ckpt["reward"]) != (args.algo, args.reward):
+        raise UserError(f"{ckpt_path} is a --algo {ckpt['algo']} --reward {ckpt['reward']} run: resume it with those flags")
+    m.best.load_state_dict(ckpt["model"])
+    m.policy.load_state_dict(ckpt["policy"])
+    m.policy_optimizer.load_state_dict(ckpt["policy_optimizer"])
+    if m.critic is not None:
+        m.critic.load_state_dict(ckpt["critic"])
+        m.critic_optimizer.load_state_dict(ckpt["critic_optimizer"])
+    print(f"rl: resuming from iteration {ckpt['step']}")
+    return ckpt["step"], ckpt["history"], ckpt["val_log"], ckpt["difficulties"], ckpt["mix_accuracy"]
+
+
+def iteration(it, args, m, task, mix, warming, device, ckpt_path):
+    """One iteration: new problems, rollouts, rewards, advantages, the update. Returns its log row.
+    Everything random in it is a function of (seed, iteration): a resumed run is the same run."""
+    generator = torch.Generator().manual_seed(args.seed * 1_000_003 + it)
+    sampler = torch.Generator(device).manual_seed(args.seed * 1_000_003 + it)
+    n_problems = args.rollouts // args.group_size if args.algo == "grpo" else args.rollouts
+    records = new_problems(task, mix, n_problems, f"rl-{args.seed}-{it}", generator)
+    if args.algo == "grpo":
+        records = [r for r in records for _ in range(args.group_size)]  # each group consecutive
+    prompts, responses, verdicts = rollout(m.policy, records, task, args.temperature, sampler)
+    scores = verifier_scores(verdicts, args.reward, args.unfinished_penalty)
+    batch, log = build_batch(m.policy, m.reference, m.critic, m.prm, prompts, responses, scores, args)
+    try:
+        stats = ppo_update(m.policy, m.critic, m.policy_optimizer, m.critic_optimizer, batch, args, generator, update_policy=not warming)
+    except FloatingPointError as e:
+        kept = f"{ckpt_path} (iteration {torch.load(ckpt_path, weights_only=True)['step']})" if os.path.exists(ckpt_path) else "no checkpoint yet"
+        raise UserError(f"stopped at iteration {it + 1}: {e}; kept the last good checkpoint, {kept}; try a lower --lr")
+    log["flops"] = iteration_flops(sum(p.numel() for p in m.policy.parameters()), log["tokens"], args, m.critic, m.prm, warming)
+    return {"iteration": it + 1, "phase": "critic warm-up" if warming else "policy",
+            "accuracy": sum(v.answer_correct for v in verdicts) / len(verdicts),
+            "finished": sum(v.finished for v in verdicts) / len(verdicts), **log, **stats}
+
+
+def progress(h):
+    return (f"reward {h['reward']:.2f} acc {h['accuracy']:.2f} kl {h['kl']:.3f} "
+            + (f"clip {h['clip_fraction']:.2f} akl {h['approx_kl']:.4f} ent {h['entropy']:.2f} " if "entropy" in h else "")
+            + (f"vloss {h['value_loss']:.3f} " if "value_loss" in h else "") + f"len {h['length']:.0f}")
+
+
 def main(argv=None, stop_after=None):
     """stop_after: end the run after that many iterations, as a kill would (tests)."""
+    # ---- inputs, models, and the state of an earlier run
     args = parse_args(argv)
     t0, preset = time.time(), PRESETS[args.preset]
     task = read_task(args.out)
@@ -406,116 +452,76 @@ def main(argv=None, stop_after=None):
         raise UserError("train_rl.py runs in one process: start it with python, not torchrun")
     val, test = read_split(args.out, "val")[:preset.eval_problems], read_split(args.out, "test")
     torch.manual_seed(args.seed)
-    policy, reference, prm, critic, critic_init = load_models(args, d.device)
-    n_params = sum(p.numel() for p in policy.parameters())
-    policy_optimizer = make_optimizer(policy, args.lr)
-    critic_optimizer = make_optimizer(critic, args.critic_lr) if critic is not None else None
-    best = copy.deepcopy(policy).requires_grad_(False)  # the policy with the best validation accuracy
+    m = SimpleNamespace(**dict(zip(("policy", "reference", "prm", "critic", "critic_init"), load_models(args, d.device))))
+    m.policy_optimizer = make_optimizer(m.policy, args.lr)
+    m.critic_optimizer = make_optimizer(m.critic, args.critic_lr) if m.critic is not None else None
+    m.best = copy.deepcopy(m.policy).requires_grad_(False)  # the policy with the best validation accuracy
     warmup = args.critic_warmup if args.algo == "ppo" else 0
-    total = warmup + args.iterations
     stage = "rl" if args.policy == "sft" else f"rl_{args.policy}"
     ckpt_path = os.path.join(args.out, stage, "ckpt.pt")
+    start, history, val_log, mix, mix_accuracy = start_or_resume(args, m, ckpt_path, task, val, d.device)
+    print(f"rl: {args.algo}, reward {args.reward}, value model from {m.critic_init or 'none'}; training difficulties "
+          f"{', '.join(f'{k}: {w:.2f}' for k, w in mix.items())} of the rollouts (SFT greedy accuracy "
+          f"{', '.join(f'{k}: {v:.2f}' for k, v in mix_accuracy['accuracy_by_difficulty'].items())})")
 
-    if args.resume:
-        ckpt = load_checkpoint(ckpt_path, expect_config=policy.cfg)
-        if (ckpt["algo"], ckpt["reward"]) != (args.algo, args.reward):
-            raise UserError(f"{ckpt_path} is a --algo {ckpt['algo']} --reward {ckpt['reward']} run: resume it with those flags")
-        best.load_state_dict(ckpt["model"])
-        policy.load_state_dict(ckpt["policy"])
-        policy_optimizer.load_state_dict(ckpt["policy_optimizer"])
-        if critic is not None:
-            critic.load_state_dict(ckpt["critic"])
-            critic_optimizer.load_state_dict(ckpt["critic_optimizer"])
-        start, history, val_log = ckpt["step"], ckpt["history"], ckpt["val_log"]
-        difficulties, mix_accuracy = ckpt["difficulties"], ckpt["mix_accuracy"]
-        print(f"rl: resuming from iteration {start} of {total}")
-    else:
-        start, history = 0, []
-        difficulties, mix_accuracy = training_mix(reference, task, d.device, max(1, preset.eval_problems // 2), args.seed)
-        difficulties = {d: 1 / len(args.train_d) for d in args.train_d} if args.train_d else difficulties
-        val_log = [{"iteration": 0, "accuracy": evaluate_policy(reference, val, task, d.device)["accuracy"]}]  # the SFT policy
-    print(f"rl: {args.algo}, reward {args.reward}, value model from {critic_init or 'none'}; training difficulties "
-          f"{', '.join(f'{k}: {w:.2f}' for k, w in difficulties.items())} of the rollouts (SFT greedy accuracy {', '.join(f'{k}: {v:.2f}' for k, v in mix_accuracy['accuracy_by_difficulty'].items())})")
-
-    def checkpoint(iteration):
-        save_checkpoint(ckpt_path, best, step=iteration, policy=policy.state_dict(), policy_optimizer=policy_optimizer.state_dict(),
-                        critic=critic.state_dict() if critic is not None else None,
-                        critic_optimizer=critic_optimizer.state_dict() if critic is not None else None,
-                        history=history, val_log=val_log, difficulties=difficulties, mix_accuracy=mix_accuracy,
+    def checkpoint(it):
+        save_checkpoint(ckpt_path, m.best, step=it, policy=m.policy.state_dict(), policy_optimizer=m.policy_optimizer.state_dict(),
+                        critic=m.critic.state_dict() if m.critic is not None else None,
+                        critic_optimizer=m.critic_optimizer.state_dict() if m.critic is not None else None,
+                        history=history, val_log=val_log, difficulties=mix, mix_accuracy=mix_accuracy,
                         algo=args.algo, reward=args.reward, preset=args.preset)
 
-    # ---- train: rollouts, rewards, advantages, update; validate and checkpoint every eval_every iterations
-    n_problems = args.rollouts // args.group_size if args.algo == "grpo" else args.rollouts
-    stopped = None
+    # ---- train; validate and checkpoint every eval_every iterations; stop at a collapse
+    stopped, total = None, warmup + args.iterations
     bar = tqdm(range(start, total), initial=start, total=total, desc=f"rl {args.algo}")
     for it in bar:
-        # everything random in an iteration is a function of (seed, iteration): a resumed run is the same run
-        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + it)
-        sampler = torch.Generator(d.device).manual_seed(args.seed * 1_000_003 + it)
-        records = new_problems(task, difficulties, n_problems, f"rl-{args.seed}-{it}", generator)
-        if args.algo == "grpo":
-            records = [r for r in records for _ in range(args.group_size)]  # each group consecutive
-        prompts, responses, verdicts = rollout(policy, records, task, args.temperature, sampler)
-        scores = verifier_scores(verdicts, args.reward, args.unfinished_penalty)
-        batch, log = build_batch(policy, reference, critic, prm, prompts, responses, scores, args)
-        warming = it < warmup
-        try:
-            stats = ppo_update(policy, critic, policy_optimizer, critic_optimizer, batch, args, generator, update_policy=not warming)
-        except FloatingPointError as e:
-            kept = f"{ckpt_path} (iteration {torch.load(ckpt_path, weights_only=True)['step']})" if os.path.exists(ckpt_path) else "no checkpoint yet"
-            raise UserError(f"stopped at iteration {it + 1}: {e}; kept the last good checkpoint, {kept}; try a lower --lr")
-        log["flops"] = iteration_flops(n_params, log["tokens"], args, critic, prm, warming)
-        history.append({"iteration": it + 1, "phase": "critic warm-up" if warming else "policy",
-                        "accuracy": sum(v.answer_correct for v in verdicts) / len(verdicts),
-                        "finished": sum(v.finished for v in verdicts) / len(verdicts), **log, **stats})
-        h = history[-1]
-        bar.set_postfix_str(f"reward {h['reward']:.2f} acc {h['accuracy']:.2f} kl {h['kl']:.3f} "
-                            + (f"clip {h['clip_fraction']:.2f} akl {h['approx_kl']:.4f} ent {h['entropy']:.2f} " if not warming else "")
-                            + (f"vloss {h['value_loss']:.3f} " if "value_loss" in h else "") + f"len {h['length']:.0f}")
+        history.append(iteration(it, args, m, task, mix, it < warmup, d.device, ckpt_path))
+        bar.set_postfix_str(progress(history[-1]))
         done = it + 1 - warmup
         stopped = runaway(history)
         if stopped:  # the checkpoint on disk and `best` are from before the collapse
             stopped = f"stopped at iteration {done}: {stopped}"
             bar.write(f"rl: {stopped}; a collapse: kept the best checkpoint so far ({ckpt_path})")
             if not os.path.exists(ckpt_path):  # nothing saved yet: save the best policy, not the collapsed one
-                policy.load_state_dict(best.state_dict())
+                m.policy.load_state_dict(m.best.state_dict())
                 checkpoint(it + 1)
             break
-        if not warming and (done % args.eval_every == 0 or it + 1 == total):
-            accuracy = evaluate_policy(policy, val, task, d.device)["accuracy"]
-            best_so_far = max(val_log, key=lambda v: v["accuracy"])
-            val_log.append({"iteration": done, "accuracy": accuracy})
-            if accuracy > best_so_far["accuracy"]:
-                best.load_state_dict(policy.state_dict())
-                best_so_far = val_log[-1]
-            bar.write(f"rl iteration {done}: val greedy accuracy {accuracy:.3f} (best {best_so_far['accuracy']:.3f} at iteration {best_so_far['iteration']})")
+        if it >= warmup and (done % args.eval_every == 0 or it + 1 == total):
+            val_log.append({"iteration": done, "accuracy": evaluate_policy(m.policy, val, task, d.device)["accuracy"]})
+            best = max(val_log, key=lambda v: v["accuracy"])  # the first of equals: an earlier policy is kept
+            if best is val_log[-1]:
+                m.best.load_state_dict(m.policy.state_dict())
+            bar.write(f"rl iteration {done}: val greedy accuracy {val_log[-1]['accuracy']:.3f} "
+                      f"(best {best['accuracy']:.3f} at iteration {best['iteration']})")
             checkpoint(it + 1)
         if stop_after is not None and it + 1 == stop_after:
             return None
+    return write_metrics(args, m, stage, task, test, d.device, dict(
+        critic_warmup=warmup, value_model_init=m.critic_init, training_difficulties=mix, training_mix_sft_accuracy=mix_accuracy,
+        best_iteration=max(val_log, key=lambda v: v["accuracy"])["iteration"], val_log=val_log, stopped=stopped,
+        train_flops=sum(h["flops"] for h in history), training_log=history), t0)
 
-    # ---- evaluate the SFT policy and the chosen RL policy on every test bin, write the metrics
-    chosen = max(val_log, key=lambda v: v["accuracy"])  # the first of equals: SFT unless RL did better
-    before = evaluate_policy(reference, test, task, d.device, desc="sft eval")
-    after = evaluate_policy(best, test, task, d.device, desc="rl eval")
+
+def write_metrics(args, m, stage, task, test, device, run, t0):
+    """The SFT policy and the chosen RL policy on every test bin; DIR/STAGE/metrics.json."""
+    before = evaluate_policy(m.reference, test, task, device, desc="sft eval")
+    after = evaluate_policy(m.best, test, task, device, desc="rl eval")
+    run["wall_time_s"] = time.time() - t0
     in_range = [k for k in after["accuracy_by_difficulty"] if int(k) <= task.max_train_d]
     metrics = {
-        "stage": stage, "policy": args.policy, "preset": args.preset, "device": str(d.device), "algo": args.algo, "reward": args.reward,
-        "iterations": args.iterations, "critic_warmup": warmup, "rollouts_per_iteration": args.rollouts,
+        "stage": stage, "policy": args.policy, "preset": args.preset, "device": str(device), "algo": args.algo, "reward": args.reward,
+        "iterations": args.iterations, "rollouts_per_iteration": args.rollouts,
         "hyperparameters": {k: getattr(args, k) for k in ("lr", "critic_lr", "epochs", "minibatch", "group_size", "temperature",
                                                           "kl_coef", "lam", "clip", "value_clip", "unfinished_penalty")},
-        "value_model_init": critic_init, "training_difficulties": difficulties, "training_mix_sft_accuracy": mix_accuracy,
-        "best_iteration": chosen["iteration"], "val_log": val_log, "stopped": stopped,
-        "train_flops": sum(h["flops"] for h in history),
-        "wall_time_s": time.time() - t0,
+        **run,
         "test_accuracy": sum(after["accuracy_by_difficulty"][k] for k in in_range) / len(in_range),
         "sft_test_accuracy": sum(before["accuracy_by_difficulty"][k] for k in in_range) / len(in_range),
         **after,
         "before": before,  # the SFT policy on the same test bins
-        "training_log": history,
     }
     write_json(os.path.join(args.out, stage, "metrics.json"), metrics)
     print(comparison_table(before, after, task.max_train_d))
-    print(f"rl: {total} iterations in {metrics['wall_time_s']:.0f}s, validation chose iteration {chosen['iteration']}; "
+    print(f"rl: {len(run['training_log'])} iterations in {run['wall_time_s']:.0f}s, validation chose iteration {run['best_iteration']}; "
           f"in-range test accuracy {metrics['sft_test_accuracy']:.3f} (SFT) -> {metrics['test_accuracy']:.3f} (RL), "
           f"metrics in {args.out}/{stage}/metrics.json")
     return metrics

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from common import (PRESETS, UserError, accuracy_table, autocast, encode_examples, evaluate_policy, lr_at,
+from common import (PRESETS, UserError, accuracy_table, autocast, encode_examples, evaluate_policy, flops, lr_at,
                     make_batch, make_optimizer, parse, read_split, read_task, run_cli, setup_device, stage_parser, teardown,
                     write_json)
 from model import GPT, load_checkpoint, save_checkpoint
@@ -36,8 +36,7 @@ def batch_indices(seed, step, n_examples, batch_size):
     return torch.randint(n_examples, (batch_size,), generator=g).tolist()
 
 
-def main(argv=None, stop_after=None):
-    """stop_after: end the run after that many steps, as a kill right after a checkpoint would (tests)."""
+def parse_args(argv):
     parser = stage_parser(__doc__)
     parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's sft_steps, or sweep_steps with --width)")
     parser.add_argument("--batch-size", type=int, help="sequences per step over all processes (default: the preset's)")
@@ -49,21 +48,55 @@ def main(argv=None, stop_after=None):
                         "preset's); another width than the preset's writes DIR/sft_wWIDTH instead of DIR/sft")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/sft/ckpt.pt (DIR/sft_wWIDTH/ with --width)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model for training")
-    args = parse(parser, argv)
-    t0, preset = time.time(), PRESETS[args.preset]
+    args = parse(parser, argv, {"batch_size": "batch_size", "micro_batch": "micro_batch", "lr": "lr", "muon_lr": "muon_lr",
+                                "eval_every": "eval_every"})
+    preset = PRESETS[args.preset]
     sweep = args.width not in (None, preset.n_embd)  # one of the sweep's smaller sizes: its own directory and steps
-    steps = args.steps or (preset.sweep_steps if sweep and preset.sweep_steps else preset.sft_steps)
-    batch_size, micro_batch = args.batch_size or preset.batch_size, args.micro_batch or preset.micro_batch
-    peak_lr, eval_every = args.lr or preset.lr, args.eval_every or preset.eval_every
+    if args.steps is None:
+        args.steps = preset.sweep_steps if sweep and preset.sweep_steps else preset.sft_steps
+    args.name = f"sft_w{args.width}" if sweep else "sft"
+    return args
+
+
+def train_step(train_model, model, optimizer, train, batch, d, micro_batch):
+    """One optimizer step on a global batch (indices into train), split over the processes and
+    into micro-batches. The loss is a sum over the global batch's solution tokens divided by their
+    number, so any split gives the same gradient. Returns the step's loss and this process's tokens."""
+    per_rank = len(batch) // d.world
+    accum = per_rank // micro_batch
+    n_targets = sum(len(train[i][0]) - train[i][1] for i in batch)
+    mine = batch[d.rank * per_rank:(d.rank + 1) * per_rank]
+    step_loss = torch.zeros((), device=d.device)
+    for micro in range(accum):
+        x, y = make_batch([train[i] for i in mine[micro * micro_batch:(micro + 1) * micro_batch]], d.device)
+        syncing = d.world == 1 or micro == accum - 1
+        with contextlib.nullcontext() if syncing else train_model.no_sync():
+            with autocast(d.device):
+                logits = train_model(x)  # (B, T, vocab)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum") / n_targets
+            (loss * d.world).backward()  # DDP averages over processes; undo that to keep the sum
+        step_loss += loss.detach()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if d.world > 1:
+        torch.distributed.all_reduce(step_loss)
+    return step_loss.item(), sum(len(train[i][0]) for i in mine)
+
+
+def main(argv=None, stop_after=None):
+    """stop_after: end the run after that many steps, as a kill right after a checkpoint would (tests)."""
+    args = parse_args(argv)
+    t0, preset, steps, name = time.time(), PRESETS[args.preset], args.steps, args.name
 
     # ---- inputs
     task = read_task(args.out)
     if task != preset.task:
         raise UserError(f"{args.out}/data was prepared for another preset: run data/prepare.py --preset {args.preset} --out {args.out}")
     d = setup_device(args.device)
-    accum, rest = divmod(batch_size, micro_batch * d.world)
+    accum, rest = divmod(args.batch_size, args.micro_batch * d.world)
     if accum == 0 or rest:
-        raise UserError(f"--batch-size {batch_size} must be a multiple of micro-batch {micro_batch} x {d.world} processes")
+        raise UserError(f"--batch-size {args.batch_size} must be a multiple of micro-batch {args.micro_batch} x {d.world} processes")
     train = encode_examples(read_split(args.out, "train"))
     val, test = read_split(args.out, "val")[:preset.eval_problems], read_split(args.out, "test")
 
@@ -71,8 +104,7 @@ def main(argv=None, stop_after=None):
     torch.manual_seed(args.seed)
     model = GPT(preset.model_config(args.width), attn=args.attn).to(d.device)
     model.scalar_head.requires_grad_(False)  # SFT trains the language model only
-    optimizer = make_optimizer(model, peak_lr, args.muon_lr or preset.muon_lr)
-    name = f"sft_w{args.width}" if sweep else "sft"
+    optimizer = make_optimizer(model, args.lr, args.muon_lr)
     ckpt_path = os.path.join(args.out, name, "ckpt.pt")
     start, history = 0, []
     if args.resume:
@@ -87,74 +119,54 @@ def main(argv=None, stop_after=None):
     if d.world > 1:
         train_model = DDP(train_model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
 
-    def checkpoint(step):
-        if d.master:
-            save_checkpoint(ckpt_path, model, step=step, optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
-                            loss_history=history, preset=args.preset)
-
-    # ---- train
-    per_rank = batch_size // d.world
+    # ---- train; validate and checkpoint every eval_every steps
     tokens_seen, train_time = 0, 0.0
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=name, disable=not d.master)
     for step in bar:
         t_step = time.time()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, group["peak_lr"], preset.warmup)
-        batch = batch_indices(args.seed, step, len(train), batch_size)
-        # the loss is a sum over the global batch's solution tokens divided by their number,
-        # so any split into processes and micro-batches gives the same gradient
-        n_targets = sum(len(train[i][0]) - train[i][1] for i in batch)
-        mine = batch[d.rank * per_rank:(d.rank + 1) * per_rank]
-        step_loss = torch.zeros((), device=d.device)
-        for micro in range(accum):
-            x, y = make_batch([train[i] for i in mine[micro * micro_batch:(micro + 1) * micro_batch]], d.device)
-            syncing = d.world == 1 or micro == accum - 1
-            with contextlib.nullcontext() if syncing else train_model.no_sync():
-                with autocast(d.device):
-                    logits = train_model(x)  # (B, T, vocab)
-                loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-1, reduction="sum") / n_targets
-                (loss * d.world).backward()  # DDP averages over processes; undo that to keep the sum
-            step_loss += loss.detach()
-        tokens_seen += sum(len(train[i][0]) for i in mine)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if d.world > 1:
-            torch.distributed.all_reduce(step_loss)
-        history.append(step_loss.item())
+        loss, tokens = train_step(train_model, model, optimizer, train, batch_indices(args.seed, step, len(train), args.batch_size),
+                                  d, args.micro_batch)
+        history.append(loss)
+        tokens_seen += tokens
         train_time += time.time() - t_step
         bar.set_postfix(loss=f"{history[-1]:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
+        if (step + 1) % args.eval_every == 0 or step + 1 == steps:
             if d.master:
                 quick = evaluate_policy(model, val, task, d.device)
                 bar.write(f"sft step {step + 1}: loss {history[-1]:.4f}, val greedy accuracy {quick['accuracy']:.3f}")
-            checkpoint(step + 1)
+                save_checkpoint(ckpt_path, model, step=step + 1, optimizer=optimizer.state_dict(), rng=torch.get_rng_state(),
+                                loss_history=history, preset=args.preset)
         if stop_after is not None and step + 1 == stop_after:
             teardown(d)
             return None
-
-    # ---- evaluate on every difficulty bin, write the metrics
-    metrics = None
-    if d.master:
-        result = evaluate_policy(model, test, task, d.device, desc="sft eval")
-        in_range = [k for k in result["accuracy_by_difficulty"] if int(k) <= task.max_train_d]
-        metrics = {
-            "stage": name, "preset": args.preset, "width": model.cfg.n_embd, "device": str(d.device), "processes": d.world,
-            "steps": steps, "batch_size": batch_size, "params": sum(p.numel() for p in model.parameters()),
-            "final_loss": history[-1] if history else None, "loss_history": history,
-            "train_tokens_per_second": tokens_seen * d.world / train_time if train_time else None,
-            "train_tokens": (train_tokens := sum(len(train[i][0]) for s in range(steps)
-                                                 for i in batch_indices(args.seed, s, len(train), batch_size))),
-            "train_flops": 6 * sum(p.numel() for p in model.parameters()) * train_tokens,  # Kaplan et al. 2020
-            "wall_time_s": time.time() - t0,
-            "test_accuracy": sum(result["accuracy_by_difficulty"][k] for k in in_range) / len(in_range),
-            **result,
-        }
-        write_json(os.path.join(args.out, name, "metrics.json"), metrics)
-        print(accuracy_table(metrics, task.max_train_d))
-        print(f"sft: {steps} steps in {metrics['wall_time_s']:.0f}s, in-range test accuracy {metrics['test_accuracy']:.3f}, "
-              f"metrics in {args.out}/{name}/metrics.json")
+    metrics = write_metrics(args, model, train, test, task, d, history, tokens_seen * d.world / train_time if train_time else None, t0) \
+        if d.master else None
     teardown(d)
+    return metrics
+
+
+def write_metrics(args, model, train, test, task, d, history, tokens_per_second, t0):
+    """Every difficulty bin of the test split, greedy, by the verifier; DIR/NAME/metrics.json."""
+    result = evaluate_policy(model, test, task, d.device, desc="sft eval")
+    in_range = [k for k in result["accuracy_by_difficulty"] if int(k) <= task.max_train_d]
+    params = sum(p.numel() for p in model.parameters())
+    train_tokens = sum(len(train[i][0]) for s in range(args.steps) for i in batch_indices(args.seed, s, len(train), args.batch_size))
+    metrics = {
+        "stage": args.name, "preset": args.preset, "width": model.cfg.n_embd, "device": str(d.device), "processes": d.world,
+        "steps": args.steps, "batch_size": args.batch_size, "params": params,
+        "final_loss": history[-1] if history else None, "loss_history": history,
+        "train_tokens_per_second": tokens_per_second, "train_tokens": train_tokens,
+        "train_flops": flops(params, trained_tokens=train_tokens),
+        "wall_time_s": time.time() - t0,
+        "test_accuracy": sum(result["accuracy_by_difficulty"][k] for k in in_range) / len(in_range),
+        **result,
+    }
+    write_json(os.path.join(args.out, args.name, "metrics.json"), metrics)
+    print(accuracy_table(metrics, task.max_train_d))
+    print(f"sft: {args.steps} steps in {metrics['wall_time_s']:.0f}s, in-range test accuracy {metrics['test_accuracy']:.3f}, "
+          f"metrics in {args.out}/{args.name}/metrics.json")
     return metrics
 
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from common import group_by_difficulty, paired_difference, phenomena_bins, verdict, wilson, write_json
+from common import PRESETS, group_by_difficulty, paired_difference, parse, phenomena_bins, stage_parser, verdict, wilson, write_json
 
 
 def test_wilson_interval_matches_hand_computed_values():
@@ -48,3 +48,15 @@ def test_write_json_reads_back_the_same_object_with_number_lists_on_one_line(tmp
     text = open(path).read()
     assert json.loads(text) == obj
     assert '"a": [1, 2, 3]' in text
+
+
+def test_a_flag_given_as_zero_overrides_the_preset_and_a_missing_flag_takes_the_presets_value():
+    import train_rl
+    args = train_rl.parse_args(["--preset", "test", "--lr", "0", "--iterations", "0"])
+    preset = PRESETS["test"]
+    assert (args.lr, args.critic_lr, args.iterations) == (0.0, 0.0, 0)  # `or` would have taken the preset's
+    assert (args.rollouts, args.minibatch, args.eval_every) == (preset.rl_rollouts, preset.rl_minibatch, preset.rl_eval_every)
+    parser = stage_parser("x")
+    parser.add_argument("--steps", type=int)
+    assert parse(parser, ["--preset", "tiny"], {"steps": "sft_steps"}).steps == PRESETS["tiny"].sft_steps
+    assert parse(parser, ["--preset", "tiny", "--steps", "0"], {"steps": "sft_steps"}).steps == 0

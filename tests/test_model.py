@@ -3,10 +3,11 @@ import pytest
 import torch
 
 from data.tokenizer import get_tokenizer, special_id
-from model import (CheckpointError, GPT, GPTConfig, KVCache, attention, generate, load_checkpoint,
-                   model_from_checkpoint, resolve_attention, sample_next, save_checkpoint)
+from model import (SHIFT, Canon, CheckpointError, GPT, GPTConfig, KVCache, apply_rope, attention, generate, load_checkpoint,
+                   model_from_checkpoint, resolve_attention, rope_tables, sample_next, save_checkpoint)
 
 PAD, EOT = special_id("<|pad|>"), special_id("<|endoftext|>")
+VOCAB = get_tokenizer().n_vocab
 
 
 def tiny_model(attn="sdpa", seed=0):
@@ -16,24 +17,6 @@ def tiny_model(attn="sdpa", seed=0):
         for p in m.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return m.eval()
-
-
-def test_padding_is_not_end_of_text_and_special_tokens_are_single_tokens():
-    enc = get_tokenizer()
-    assert PAD != EOT
-    for token in ("<|endoftext|>", "<|step|>", "<|back|>", "<|pad|>"):
-        assert len(enc.encode(token, allowed_special="all")) == 1
-
-
-def test_every_digit_is_its_own_token_and_text_round_trips():
-    enc = get_tokenizer()
-    text = "q = 12 * 7; r = q - 100; ? r\nq = 12 * 7 = 12 * 7 = 15<|step|>answer: 15<|endoftext|>"
-    ids = enc.encode(text, allowed_special="all")
-    assert enc.decode(ids) == text
-    for i in ids:
-        piece = enc.decode([i])
-        assert not any(c.isdigit() for c in piece) or (len(piece) == 1 and piece.isdigit())
-    assert enc.n_vocab < 300  # bytes, a few merges, four special tokens
 
 
 def test_math_and_sdpa_backends_agree():
@@ -46,10 +29,34 @@ def test_math_and_sdpa_backends_agree():
 
 def test_attention_is_causal():
     m = tiny_model()
-    x = torch.randint(0, 270, (1, 12))
+    x = torch.randint(0, VOCAB, (1, 12))
     y = x.clone()
-    y[0, 8:] = torch.randint(0, 270, (4,))
+    y[0, 8:] = torch.randint(0, VOCAB, (4,))
     assert torch.allclose(m(x)[0, :8], m(y)[0, :8], atol=1e-6)
+
+
+def test_rope_makes_attention_scores_depend_on_the_relative_position_only():
+    cos, sin = rope_tables(head_dim=8, length=32, base=10000.0)
+    q, k = torch.randn(2, 8).unbind(0)
+    rotated = lambda x, pos: apply_rope(x.view(1, 1, 1, 8), cos[pos:pos + 1], sin[pos:pos + 1]).view(8)  # noqa: E731
+    score = lambda m, n: rotated(q, m) @ rotated(k, n)  # noqa: E731  query at position m, key at n
+    assert score(9, 4) == pytest.approx(score(25, 20), abs=1e-5)  # the same distance, 5: the same score
+    assert abs(score(9, 4) - score(9, 7)) > 1e-3  # another distance: another score (the identity would give the same)
+
+
+def test_canon_mixes_exactly_the_current_and_the_three_previous_positions():
+    torch.manual_seed(0)
+    canon = Canon(6)
+    with torch.no_grad():
+        canon.weight.normal_()
+    x = torch.randn(1, 10, 6)
+    keep = torch.ones(1, 10, dtype=torch.bool)
+    t = 8
+    for back in range(SHIFT + 2):  # change the input `back` positions before t
+        y = x.clone()
+        y[0, t - back] += 1.0
+        moved = not torch.allclose(canon(x, keep, None, 0)[0, t], canon(y, keep, None, 0)[0, t])
+        assert moved == (back <= SHIFT), f"position t - {back} {'should' if back <= SHIFT else 'should not'} reach t"
 
 
 def test_an_unknown_attention_backend_is_refused():
@@ -62,7 +69,7 @@ def test_an_unknown_attention_backend_is_refused():
 @pytest.mark.parametrize("with_mask", [True, False])  # generate passes no mask where nothing is padded
 def test_kv_cache_matches_full_forward(attn, with_mask):
     m = tiny_model(attn)  # its Canon weights are random, not zero: the cache must carry their inputs
-    x = torch.randint(0, 270, (2, 20))
+    x = torch.randint(0, VOCAB, (2, 20))
     full = m(x)
     cache = KVCache(m.cfg.n_layer, 20)
     pieces = [m(x[:, :7], kv_cache=cache)]
@@ -138,7 +145,7 @@ def test_checkpoint_round_trip(tmp_path):
     ckpt = load_checkpoint(path, expect_config=m.cfg)
     assert ckpt["step"] == 7
     m2 = model_from_checkpoint(ckpt).eval()
-    x = torch.randint(0, 270, (1, 10))
+    x = torch.randint(0, VOCAB, (1, 10))
     assert torch.equal(m(x), m2(x))
 
 

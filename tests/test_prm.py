@@ -1,4 +1,4 @@
-"""Step labels, the reward-model plumbing in common.py, and train_prm.py end to end."""
+"""Step labels, the reward models' scores (reward.py), and train_prm.py end to end."""
 import os
 import random
 import subprocess
@@ -9,11 +9,13 @@ import torch
 
 import train_prm
 import train_sft
-from common import PRESETS, aggregate, outcome_scores, step_ends, step_scores
+from common import PRESETS
 from train_prm import oracle_step_labels, oracle_token_labels
 from data.task import parse_problem, prompt_text
 from data.tokenizer import decode, encode
+from data.verify import verify
 from model import GPT, load_checkpoint, model_from_checkpoint
+from reward import aggregate, outcome_scores, step_ends, step_scores
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 P = 23
@@ -121,7 +123,8 @@ def test_a_step_scores_the_lowest_of_its_tokens_so_one_bad_token_sinks_it():
 def judged(solution, scores=None):
     prompt = encode(prompt_text(LINE))
     tokens = encode(solution)
-    sample = train_prm.judge({"problem": LINE, "difficulty": 2}, prompt, tokens, [-0.1] * len(tokens), P)
+    verdict = verify(parse_problem(LINE, P), solution, P)
+    sample = train_prm.judge({"problem": LINE, "difficulty": 2}, prompt, tokens, [-0.1] * len(tokens), verdict, P)
     if scores is not None:
         sample.scores = scores
     return sample
@@ -190,6 +193,13 @@ def test_monte_carlo_labels_converge_to_the_success_probability():
         assert hard[0] == 0.0 and hard[-1] == 1.0  # never right / always right, whatever m
     assert errors[4000] < 0.03 and errors[4000] < errors[4]
     assert train_prm.monte_carlo_label([(True, 1), (False, 1), (False, 1), (True, 1)], soft=True) == 0.5
+
+
+def test_math_shepherds_hard_label_is_one_when_any_rollout_reaches_the_answer():
+    one_of_four = [(False, 3), (True, 3), (False, 3), (False, 3)]
+    assert train_prm.monte_carlo_label(one_of_four, soft=False) == 1.0  # any, not all (Wang et al. 2023, eq. 3)
+    assert train_prm.monte_carlo_label(one_of_four, soft=True) == 0.25
+    assert train_prm.monte_carlo_label([(False, 3)] * 4, soft=False) == 0.0
 
 
 def test_monte_carlo_labeller_rolls_out_every_step_but_the_answer():

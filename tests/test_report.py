@@ -17,7 +17,7 @@ def test_report_tables_come_from_the_metrics(tmp_path):
     out = str(tmp_path)
     write(f"{out}/sft/metrics.json", {"preset": "test", "device": "cpu", "params": 1000, "train_tokens": 500,
                                       "wall_time_s": 12.0, "accuracy_by_difficulty": {"1": 0.5, "2": 0.25}})
-    write(f"{out}/search/scaling.json", [{"method": "greedy", "budget": 1, "difficulty": 1, "accuracy": 0.5,
+    write(f"{out}/search/scaling.json", [{"method": "greedy", "budget": 1, "difficulty": 1, "accuracy": 0.5, "problems": 2,
                                           "generated_tokens": 20.0, "scored_tokens": 5.0}])
     report.main(["--out", out])
     text = open(f"{out}/report.md").read()

@@ -1,6 +1,7 @@
 """Test-time search (search.py): PUCT and backup by hand, MCTS and beam search on toy trees, the
 vote, compute accounting against the tokens really generated, and the command line."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,7 +15,8 @@ from common import PRESETS, read_split, wilson
 from data.task import parse_problem, prompt_text
 from data.tokenizer import encode
 from model import GPT, save_checkpoint
-from search import Compute, Node, backup, beam_search, keep_top, mcts, most_visited_end, puct_select, select_leaf, vote
+from search import (Compute, Node, backup, beam_search, expand, keep_top, mcts, most_visited_end, puct_select, select_leaf,
+                    vote)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,6 +59,29 @@ def test_puct_picks_the_child_with_the_highest_hand_computed_score():
     assert puct_select(root, c_puct=0.1) is b  # 0.5226, 0.7237, 0.4632: little exploration, best Q wins
     a.value_sum = 4.8  # Q 0.8: 0.8 + 0.0226 beats b
     assert puct_select(root, c_puct=0.1) is a
+
+
+def test_the_exploration_bonus_grows_with_the_square_root_of_the_parents_visits():
+    root = node(1.0, 16, 8.0)
+    a = node(0.5, 9, 6.3, parent=root)  # Q 0.7, bonus 0.5 / 10 = 0.05 per unit of sqrt(N)
+    b = node(0.5, 4, 1.6, parent=root)  # Q 0.4, bonus 0.5 / 5 = 0.10
+    picked = puct_select(root, c_puct=1.0)  # sqrt(16) = 4: 0.7 + 0.2 = 0.9 against 0.4 + 0.4 = 0.8
+    assert picked is a, f"at N = 16 PUCT picked the child with Q {picked.q:.1f}, not 0.7: is the bonus N, not sqrt(N)?"
+    root.visit_count = 100
+    assert puct_select(root, c_puct=1.0) is b  # sqrt(100) = 10: 1.2 against 1.4
+
+
+def test_mcts_priors_are_the_policys_step_probabilities_normalised_over_the_siblings():
+    probs = [0.3, 0.1, 0.1]  # the policy's probability of steps 0, 1, 2 (of all it could write)
+
+    def extend(nodes):
+        children = toy_extend(nodes, depth=2)
+        for child in children:
+            child.logprob = math.log(probs[child.step[0]])
+        return children
+    root = Node([], Compute())
+    expand([root], extend, partial(toy_score, values=lambda s: 0.5), width=3)
+    assert [c.prior for c in root.children] == pytest.approx([0.6, 0.2, 0.2])
 
 
 def test_backup_adds_one_visit_and_the_value_to_every_node_on_the_path():
@@ -242,7 +267,8 @@ def test_grid_writes_rows_for_every_method_budget_and_bin(run_dir, tmp_path):
         for method in search.METHODS[1:] + ("pass@n",):
             assert (method, 1, d) in keys and (method, 2, d) in keys
     assert all({"method", "budget", "difficulty", "accuracy", "generated_tokens"} <= set(r) for r in rows)
-    assert "| mcts | 2 |" in (tmp_path / "search" / "scaling.md").read_text()
+    import report  # the grid's table is report.py's, from this JSON
+    assert "| mcts | 2 |" in report.scaling_table(rows, max_train_d=2)
     # every row keeps its problems' outcomes: the accuracy, its n and its interval follow from them
     test_ids = {r["id"]: r["difficulty"] for r in read_split(str(tmp_path), "test")}
     for r in rows:

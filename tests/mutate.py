@@ -1,0 +1,66 @@
+"""Mutation check: each one-line bug below must fail a test whose name says what broke.
+
+    python tests/mutate.py            # prints, per mutation, the failing tests and their messages
+
+Each mutation is applied to a copy of the repository (the working tree is never touched), then
+pytest runs the test file that specifies that code. A mutation that no test catches is a hole
+in the specification; the script exits 1 if there is one. A script, not a test: it runs the
+suite once per mutation (about a minute each).
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (what breaks, file, the line as it is, the line mutated, the test file that must catch it)
+MUTATIONS = [
+    ("PUCT without the square root of the parent's visits", "search.py",
+     "sqrt_visits = math.sqrt(node.visit_count)", "sqrt_visits = node.visit_count", "tests/test_search.py"),
+    ("MCTS priors uniform instead of the policy's probabilities", "search.py",
+     "c.prior = w / sum(weights)", "c.prior = 1 / len(weights)", "tests/test_search.py"),
+    ("Math-Shepherd's hard label with all instead of any", "train_prm.py",
+     "return sum(right) / len(right) if soft else float(any(right))",
+     "return sum(right) / len(right) if soft else float(all(right))", "tests/test_prm.py"),
+    ("RoPE replaced by the identity", "model.py",
+     "return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)", "return x", "tests/test_model.py"),
+    ("Canon made pointwise (no previous positions)", "model.py",
+     "for j in range(SHIFT + 1):  # the input j positions back", "for j in range(1):", "tests/test_model.py"),
+]
+
+
+def run(mutation):
+    name, path, before, after, tests = mutation
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = os.path.join(tmp, "repo")
+        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "out", "__pycache__", ".pytest_cache"))
+        source = open(os.path.join(copy, path)).read()
+        if source.count(before) != 1:
+            return f"cannot apply: {before!r} is not once in {path}"
+        with open(os.path.join(copy, path), "w") as f:
+            f.write(source.replace(before, after))
+        result = subprocess.run([sys.executable, "-m", "pytest", tests, "-q", "-rf", "--tb=line", "-m", "not slow",
+                                 "-p", "no:cacheprovider"], cwd=copy, capture_output=True, text=True)
+    lines = result.stdout.splitlines()
+    where = [line.replace(copy + "/", "") for line in lines if line.startswith(copy)]  # --tb=line: file:line: message
+    return [line for line in lines if line.startswith("FAILED")] + [f"  {line}" for line in where]
+
+
+def main():
+    holes = 0
+    for mutation in MUTATIONS:
+        failed = run(mutation)
+        print(f"## {mutation[0]} ({mutation[1]}: `{mutation[3]}`)")
+        if isinstance(failed, str) or not failed:
+            holes += 1
+            print(failed if isinstance(failed, str) else "NOT CAUGHT: every test passes")
+        for line in failed if isinstance(failed, list) else []:
+            print(line[:240])
+        print()
+    sys.exit(1 if holes else 0)
+
+
+if __name__ == "__main__":
+    main()
