@@ -1,0 +1,58 @@
+"""The table of results/verifiers/labels.sh: per label source, per difficulty bin, the PRM's step
+AUROC against the oracle, its outcome AUROC, how often the first wrong step is its lowest, what
+PRM best-of-16 buys on the grid's problems, and what the labels cost in generated tokens.
+
+    python results/verifiers/labels_summary.py out/tiny
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
+
+from common import paired_difference  # noqa: E402
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def main(out):
+    runs = [(name, os.path.join(out, "prm_labels", name)) for name in ("oracle", "mc-hard", "mc-soft")]
+    runs = [(name, d) for name, d in runs if os.path.exists(os.path.join(d, "prm", "metrics.json"))]
+    if not runs:
+        sys.exit(f"error: no runs in {out}/prm_labels: run bash results/verifiers/labels.sh {out}")
+    print("| labels | d | step AUROC | outcome AUROC (weakest step) | first error lowest | PRM best-of-16 (problems) | "
+          "label tokens generated |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, d in runs:
+        m = load(os.path.join(d, "prm", "metrics.json"))
+        grid = load(os.path.join(d, "search", "scaling.json")) if os.path.exists(os.path.join(d, "search", "scaling.json")) else []
+        bon = {r["difficulty"]: r for r in grid if r["method"] == "bon-prm" and r["budget"] == 16}
+        for b, row in m["verifiers_by_difficulty"].items():
+            g = bon.get(int(b))
+            print(f"| {name} | {b} | {row['step_auroc_prm']:.3f} | {row['outcome_auroc_prm']:.3f} | "
+                  f"{row['prm_first_error_lowest_rate']:.3f} | " + (f"{g['accuracy']:.3f} ({g['problems']})" if g else "-")
+                  + f" | {m['monte_carlo_label_tokens']} |")
+    outcomes = {}  # label source -> {problem: right} of PRM best-of-16 on d = 2, 3
+    for name, d in runs:
+        path = os.path.join(d, "search", "scaling.json")
+        rows = load(path) if os.path.exists(path) else []
+        outcomes[name] = {p: c for r in rows if r["method"] == "bon-prm" and r["budget"] == 16 and r["difficulty"] in (2, 3)
+                          for p, c in zip(r["problem"], r["correct"])}
+    for name in [n for n, _ in runs if n != "oracle" and outcomes.get(n) and outcomes.get("oracle")]:
+        ids = sorted(set(outcomes["oracle"]) & set(outcomes[name]))
+        diff, lo, hi = paired_difference([outcomes["oracle"][i] for i in ids], [outcomes[name][i] for i in ids])
+        print(f"\nPRM best-of-16 on d = 2, 3 ({len(ids)} problems), oracle labels - {name} labels: {diff:+.3f} ({lo:+.3f}, {hi:+.3f})")
+    m = load(os.path.join(runs[0][1], "prm", "metrics.json"))
+    print(f"\nMonte Carlo against the oracle on {m['monte_carlo_agreement'][0]['steps']} steps (the policy's solutions):\n")
+    print("| M | hard-label agreement | false positives | false negatives | soft-label AUROC | tokens per step |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for r in m["monte_carlo_agreement"]:
+        print(f"| {r['rollouts']} | {r['hard_agreement']:.3f} | {r['hard_false_positive_rate']:.3f} | {r['hard_false_negative_rate']:.3f} | "
+              f"{r['soft_auroc']:.3f} | {r['generated_tokens_per_step']:.0f} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "out/tiny")
