@@ -19,6 +19,7 @@ import re
 import time
 
 from common import Parser, UserError, flops, paired_difference, phenomena_bins, run_cli, verdict
+from plots import panels, plot_grid, plot_rl, save
 
 STAGES = ("sft", "prm", "rl", "search", "search_rl")
 
@@ -152,43 +153,6 @@ def scaling_table(rows, max_train_d):
     return "\n".join(lines)
 
 
-def difficulty_groups(bins, max_train_d):
-    """Panels of the plot: the in-range bins split into up to three groups, and the bins beyond."""
-    inside, beyond = [d for d in bins if d <= max_train_d], [d for d in bins if d > max_train_d]
-    k = min(3, len(inside))
-    groups = [inside[i * len(inside) // k:(i + 1) * len(inside) // k] for i in range(k)]
-    return [(f"d={g[0]}" + (f"-{g[-1]}" if len(g) > 1 else ""), g) for g in groups] + ([(f"d={beyond[0]}-{beyond[-1]} (beyond training)", beyond)] if beyond else [])
-
-
-def plot_grid(rows, max_train_d, path):
-    """Accuracy against log generated tokens, one panel per difficulty group. False without matplotlib."""
-    try:
-        import matplotlib
-        import matplotlib.ticker
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    groups = difficulty_groups(sorted({r["difficulty"] for r in rows}), max_train_d)
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 4), squeeze=False)
-    for ax, (title, group) in zip(axes[0], groups):
-        for method in dict.fromkeys(r["method"] for r in rows):
-            points = []
-            for budget in sorted({r["budget"] for r in rows if r["method"] == method}):
-                sel = [r for r in rows if r["method"] == method and r["budget"] == budget and r["difficulty"] in group]
-                weight = sum(r["problems"] for r in sel)
-                points.append((sum(r["generated_tokens"] * r["problems"] for r in sel) / weight,
-                               sum(r["accuracy"] * r["problems"] for r in sel) / weight))
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, "--" if method == "pass@n" else "-", marker="o", label=method)
-        ax.set(xscale="log", title=title, xlabel="generated tokens per problem", ylabel="accuracy")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # one label per decade
-    axes[0][-1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
 
 def compute_section(metrics):
     """Train-time FLOPs of each stage, test-time FLOPs per problem of each search method and budget."""
@@ -316,21 +280,17 @@ def plot_compute(sizes, points, path):
     """Greedy accuracy per bin against training FLOPs (the sweep); then, per bin, each size's best
     accuracy at a given total compute over all methods and budgets, its greedy point circled
     (the exchange rate). False without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
     bins = sorted({int(b) for _, m in sizes for b in m["accuracy_by_difficulty"]})
-    fig, axes = plt.subplots(1, 1 + len(bins), figsize=(3.6 * (1 + len(bins)), 3.4), squeeze=False)
-    sweep_ax, panels = axes[0][0], axes[0][1:]
+    if (plot := panels(1 + len(bins), 3.6, 3.4)) is None:
+        return False
+    fig, axes = plot
+    sweep_ax, per_bin = axes[0], axes[1:]
     for b in bins:
         sweep_ax.plot([train_flops(m) for _, m in sizes], [m["accuracy_by_difficulty"].get(str(b)) for _, m in sizes],
                       marker="o", label=f"d={b}")
     sweep_ax.set(xscale="log", xlabel="SFT training FLOPs", ylabel="greedy accuracy", title="size sweep")
     sweep_ax.legend(fontsize=7)
-    for ax, b in zip(panels, bins):
+    for ax, b in zip(per_bin, bins):
         for name, m in sizes:
             mine = [p for p in points if p["size"] == name and p["difficulty"] == b]
             if not mine:
@@ -341,11 +301,9 @@ def plot_compute(sizes, points, path):
             ax.scatter([p["flops"] for p in greedy], [p["accuracy"] for p in greedy], s=60, facecolors="none",
                        edgecolors=line.get_color())
         ax.set(xscale="log", xlabel="total FLOPs (train + test set)", title=f"d={b}: best at a compute")
-    panels[0].set_ylabel("accuracy")
-    panels[-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return True
+    per_bin[0].set_ylabel("accuracy")
+    per_bin[-1].legend(fontsize=7)
+    return save(fig, path, dpi=110)
 
 
 def paired_cell(a, b, d):
@@ -401,32 +359,6 @@ def rl_section(out):
     plotted = os.path.exists(os.path.join(out, "rl", "training.png"))
     return "\n".join(lines + (["![RL training](rl/training.png)"] if plotted else [])).strip()
 
-
-def plot_rl(rl, path):
-    """Reward, KL to the reference, entropy, length and sampled accuracy per iteration. False
-    without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    log = [h for h in rl["training_log"] if h["phase"] == "policy"]
-    keys = [("reward", "reward"), ("kl", "KL to SFT (nats per solution)"), ("entropy", "entropy (nats per token)"),
-            ("length", "length (tokens)"), ("accuracy", "sampled accuracy")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8))
-    for ax, (key, label) in zip(axes, keys):
-        ax.plot([h["iteration"] for h in log], [h[key] for h in log])
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("iteration", fontsize=8)
-    val = [v for v in rl["val_log"] if v["iteration"] > 0]  # counted after the critic's warm-up
-    warmup = rl.get("critic_warmup", 0)
-    axes[-1].plot([v["iteration"] + warmup for v in val], [v["accuracy"] for v in val], "o", label="validation, greedy")
-    axes[-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
 
 
 # ----------------------------------------------------------------------------- the o1 phenomena, judged

@@ -427,7 +427,7 @@ def iteration(it, args, m, task, mix, warming, device, ckpt_path):
     except FloatingPointError as e:
         kept = f"{ckpt_path} (iteration {torch.load(ckpt_path, weights_only=True)['step']})" if os.path.exists(ckpt_path) else "no checkpoint yet"
         raise UserError(f"stopped at iteration {it + 1}: {e}; kept the last good checkpoint, {kept}; try a lower --lr")
-    log["flops"] = iteration_flops(sum(p.numel() for p in m.policy.parameters()), log["tokens"], args, m.critic, m.prm, warming)
+    log["flops"] = iteration_flops(m.n_params, log["tokens"], args, m.critic, m.prm, warming)
     return {"iteration": it + 1, "phase": "critic warm-up" if warming else "policy",
             "accuracy": sum(v.answer_correct for v in verdicts) / len(verdicts),
             "finished": sum(v.finished for v in verdicts) / len(verdicts), **log, **stats}
@@ -456,6 +456,7 @@ def main(argv=None, stop_after=None):
     m.policy_optimizer = make_optimizer(m.policy, args.lr)
     m.critic_optimizer = make_optimizer(m.critic, args.critic_lr) if m.critic is not None else None
     m.best = copy.deepcopy(m.policy).requires_grad_(False)  # the policy with the best validation accuracy
+    m.n_params = sum(p.numel() for p in m.policy.parameters())
     warmup = args.critic_warmup if args.algo == "ppo" else 0
     stage = "rl" if args.policy == "sft" else f"rl_{args.policy}"
     ckpt_path = os.path.join(args.out, stage, "ckpt.pt")

@@ -10,15 +10,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 
-from common import paired_difference  # noqa: E402
+from report import paired_cell  # noqa: E402
 
 
 def change(before, after, d):
     """'a -> b, +x (lo, hi)' for bin d: greedy accuracy before and after on the same problems."""
-    pick = lambda m: [c for c, k in zip(m["outcomes"]["correct"], m["outcomes"]["difficulty"]) if k == d]  # noqa: E731
-    a, b = pick(after), pick(before)
-    diff, lo, hi = paired_difference(a, b)
-    return f"{sum(b) / len(b):.3f} -> {sum(a) / len(a):.3f}, {diff:+.3f} ({lo:+.3f}, {hi:+.3f})"
+    acc = lambda m: m["accuracy_by_difficulty"][str(d)]  # noqa: E731
+    return f"{acc(before):.3f} -> {acc(after):.3f}, {paired_cell(after, before, d)}"
 
 
 def main(out):

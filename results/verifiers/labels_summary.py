@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
 
-from common import paired_difference  # noqa: E402
+from report import claim, grid_outcomes  # noqa: E402
 
 
 def load(path):
@@ -38,13 +38,11 @@ def main(out):
     outcomes = {}  # label source -> {problem: right} of PRM best-of-16 on d = 2, 3
     for name, d in runs:
         path = os.path.join(d, "search", "scaling.json")
-        rows = load(path) if os.path.exists(path) else []
-        outcomes[name] = {p: c for r in rows if r["method"] == "bon-prm" and r["budget"] == 16 and r["difficulty"] in (2, 3)
-                          for p, c in zip(r["problem"], r["correct"])}
+        outcomes[name] = grid_outcomes(load(path), "bon-prm", 16, [2, 3]) if os.path.exists(path) else None
     for name in [n for n, _ in runs if n != "oracle" and outcomes.get(n) and outcomes.get("oracle")]:
-        ids = sorted(set(outcomes["oracle"]) & set(outcomes[name]))
-        diff, lo, hi = paired_difference([outcomes["oracle"][i] for i in ids], [outcomes[name][i] for i in ids])
-        print(f"\nPRM best-of-16 on d = 2, 3 ({len(ids)} problems), oracle labels - {name} labels: {diff:+.3f} ({lo:+.3f}, {hi:+.3f})")
+        c = claim("", "", outcomes["oracle"], "", outcomes[name])
+        print(f"\nPRM best-of-16 on d = 2, 3 ({c['problems']} problems), oracle labels - {name} labels: "
+              f"{c['difference']:+.3f} ({c['interval'][0]:+.3f}, {c['interval'][1]:+.3f})")
     m = load(os.path.join(runs[0][1], "prm", "metrics.json"))
     print(f"\nMonte Carlo against the oracle on {m['monte_carlo_agreement'][0]['steps']} steps (the policy's solutions):\n")
     print("| M | hard-label agreement | false positives | false negatives | soft-label AUROC | tokens per step |")
