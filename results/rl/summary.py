@@ -1,8 +1,9 @@
 """The tables of results/rl/sweep.sh: for each RL run, greedy accuracy per difficulty bin, SFT ->
 RL on the same test problems, with the 95% paired interval of the change; and for RL from the
-self-correction policy, accuracy and back-token use before and after.
+self-correction policy, accuracy and back-token use before and after. The second argument names
+the folder of runs: rl_sweep (results/rl/sweep.sh, the default) or rl_long (results/rl/long.sh).
 
-    python results/rl/summary.py out/tiny
+    python results/rl/summary.py out/tiny [rl_sweep]
 """
 import json
 import os
@@ -19,8 +20,8 @@ def change(before, after, d):
     return f"{acc(before):.3f} -> {acc(after):.3f}, {paired_cell(after, before, d)}"
 
 
-def main(out):
-    sweep = os.path.join(out, "rl_sweep")
+def main(out, runs_dir="rl_sweep"):
+    sweep = os.path.join(out, runs_dir)
     runs = []
     for name in sorted(os.listdir(sweep)) if os.path.isdir(sweep) else []:
         path = os.path.join(sweep, name, "rl", "metrics.json")
@@ -28,15 +29,16 @@ def main(out):
             with open(path) as f:
                 runs.append((name, json.load(f)))
     if not runs:
-        sys.exit(f"error: no runs in {sweep}: run bash results/rl/sweep.sh {out}")
+        sys.exit(f"error: no runs in {sweep}: run results/rl/sweep.sh (rl_sweep) or long.sh (rl_long) on {out} first")
     bins = sorted({int(d) for _, m in runs for d in m["accuracy_by_difficulty"]})
-    m0 = runs[0][1]
-    print(f"Greedy accuracy, SFT -> RL, and the change with its 95% paired interval; {m0['rollouts_per_iteration']} rollouts "
-          f"x {m0['iterations']} iterations each; the checkpoint validation chose (iteration 0 is the SFT policy).\n")
-    print("| run | chosen iteration | " + " | ".join(f"d={d}" for d in bins) + " |")
-    print("|---|---:|" + "---|" * len(bins))
+    print("Greedy accuracy, SFT -> RL, and the change with its 95% paired interval; the checkpoint validation chose "
+          "(iteration 0 is the SFT policy) among those of the iterations run (a run cut short ran fewer than asked).\n")
+    print("| run | lr | rollouts x iterations run | chosen iteration | " + " | ".join(f"d={d}" for d in bins) + " |")
+    print("|---|---:|---|---:|" + "---|" * len(bins))
     for name, m in runs:
-        print(f"| {m['algo']}, {m['reward']} | {m['best_iteration']} | " + " | ".join(change(m["before"], m, d) for d in bins) + " |")
+        ran = sum(h["phase"] == "policy" for h in m["training_log"])
+        print(f"| {m['algo']}, {m['reward']} | {m['hyperparameters']['lr']:g} | {m['rollouts_per_iteration']} x {ran} | "
+              f"{m['best_iteration']} | " + " | ".join(change(m["before"], m, d) for d in bins) + " |")
     sc_path = next((os.path.join(out, "selfcorrect", n, "metrics.json") for n in sorted(os.listdir(os.path.join(out, "selfcorrect")))
                     if n.startswith("rl_")), None) if os.path.isdir(os.path.join(out, "selfcorrect")) else None
     if sc_path and os.path.exists(sc_path):
@@ -52,4 +54,4 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "out/tiny")
+    main(*sys.argv[1:3] if len(sys.argv) > 1 else ["out/tiny"])
