@@ -12,11 +12,12 @@ one() {  # one OUT NAME FLAGS...: train_rl.py in OUT/rl_long/NAME, beside links 
   local out=$1 name=$2; shift 2
   local dir=$out/rl_long/$name meta=$out/data/meta.json
   local flags=(--preset "$("$PY" -c "import json; print(json.load(open('$meta'))['preset'])")"
-               --seed "$("$PY" -c "import json; print(json.load(open('$meta'))['seed'])")" --out "$dir" "$@")
+               --seed "$("$PY" -c "import json; print(json.load(open('$meta'))['seed'])")" --out "$dir"
+               --rollouts 256 --minibatch 64 --eval-every 10 "$@")
+  [ -e "$dir/rl/metrics.json" ] && return  # done in an earlier call
   mkdir -p "$dir"
   for x in data sft prm; do [ -e "$dir/$x" ] || ln -s "$(cd "$out/$x" && pwd)" "$dir/$x"; done
-  OMP_NUM_THREADS=2 timeout "$LIMIT" "$PY" train_rl.py "${flags[@]}" --rollouts 256 --minibatch 64 \
-    --iterations "$ITERATIONS" --eval-every 10 >"$dir/log.txt" 2>&1
+  OMP_NUM_THREADS=2 timeout "$LIMIT" "$PY" train_rl.py "${flags[@]}" --iterations "$ITERATIONS" >"$dir/log.txt" 2>&1
   [ -e "$dir/rl/metrics.json" ] ||  # cut short: no iterations left to run, so it only evaluates the checkpoint
     "$PY" train_rl.py "${flags[@]}" --resume --iterations 1 >>"$dir/log.txt" 2>&1
   echo "long: $dir done"
