@@ -79,7 +79,7 @@ def bench_generation(preset, device, n_new=512, repeats=3):
 def bench_training(preset, device, steps=5, attn="sdpa"):
     rng, task = random.Random(0), preset.task
     examples = []
-    for _ in range(preset.micro_batch):
+    for _ in range(preset.sft.micro_batch):
         problem = generate_problem(rng, rng.randint(1, task.max_train_d), task)
         prompt = encode(prompt_text(problem.text()))
         examples.append((prompt + encode(solution_text(problem, task.p)), len(prompt)))
@@ -102,7 +102,7 @@ def bench_training(preset, device, steps=5, attn="sdpa"):
     tokens = sum(len(ids) - 1 for ids, _ in examples) * steps
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # CPU: the process's peak RSS
-    return {"params": sum(p.numel() for p in model.parameters()), "micro_batch": preset.micro_batch,
+    return {"params": sum(p.numel() for p in model.parameters()), "micro_batch": preset.sft.micro_batch,
             "tokens_per_s": tokens / seconds, "peak_memory_mb": peak / 2**20}
 
 

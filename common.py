@@ -9,7 +9,7 @@ import json
 import math
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.distributed as dist
@@ -23,7 +23,71 @@ from model import ATTENTION_BACKENDS, CheckpointError, GPTConfig, generate
 # ----------------------------------------------------------------------------- presets
 
 @dataclass(frozen=True)
+class SFTConfig:
+    """train_sft.py: chain-of-thought fine-tuning; each field is the default of the flag of its name."""
+    steps: int              # optimizer steps
+    batch_size: int         # sequences per optimizer step, over all processes
+    micro_batch: int        # sequences per forward pass; batch_size / (micro_batch * world) accumulation steps
+    lr: float               # AdamW's peak: the embeddings and norm gains
+    warmup: int             # steps of linear warm-up
+    eval_every: int         # steps between quick evaluations (and checkpoints)
+    muon_lr: float = 0.02   # Muon's peak: the weight matrices inside the blocks
+    sweep_widths: tuple = ()  # the smaller widths run.sh trains too (train-time vs test-time compute): the size dial
+    sweep_steps: int = 0      # their optimizer steps (and the self-correction SFT's); 0: steps
+
+
+@dataclass(frozen=True)
+class PRMConfig:
+    """train_prm.py: the process and outcome reward models."""
+    problems: int = 8192         # training problems the policy writes one solution to: the PRM's examples
+    temperature: float = 1.0     # sampling temperature for solutions and Monte Carlo rollouts
+    rollouts: int = 4            # M: rollouts per step for --labels mc-hard / mc-soft
+    agreement_samples: int = 64  # solutions whose steps get 1, 4, 16 rollouts to compare with the oracle
+    steps: int = 300             # optimizer steps, for the PRM and again for the ORM
+    batch_size: int = 64         # sequences per optimizer step
+    lr: float = 1e-3             # AdamW's peak (embeddings, gains, the scalar head)
+    muon_lr: float = 0.02        # Muon's peak (the blocks' matrices), as in SFT
+    eval_problems: int = 100     # test problems per difficulty bin for the verifiers' AUROC
+    eval_samples: int = 4        # the policy's samples of each, the verifiers' common test set
+    gen_batch: int = 512         # solutions generated at once (samples, Monte Carlo rollouts)
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """train_rl.py: PPO and GRPO."""
+    iterations: int = 24         # policy updates, each on fresh rollouts
+    rollouts: int = 64           # solutions sampled per iteration (GRPO: problems x group size)
+    minibatch: int = 32          # solutions per gradient step
+    lr: float = 1e-4             # policy learning rate (the value model's is 10x unless --critic-lr)
+    eval_every: int = 8          # iterations between validations and checkpoints
+    epochs: int = 2              # passes over each iteration's rollouts
+    group_size: int = 8          # GRPO: samples per problem
+    temperature: float = 1.0     # sampling temperature of the rollouts
+    kl_coef: float = 0.05        # beta, weight of the KL to the SFT policy
+    lam: float = 0.95            # GAE lambda; gamma is 1
+    clip: float = 0.2            # PPO's clip epsilon
+    value_clip: float = 0.2      # the value loss's clip
+    max_grad_norm: float = 1.0   # gradient clipping
+    critic_warmup: int = 2       # PPO: critic-only iterations first
+    unfinished_penalty: float = 1.0  # subtracted from a solution with no end-of-text
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """search.py: the test-time compute grid and its methods."""
+    grid_problems: int = 200        # test problems per bin of the grid in the phenomena bins (common.phenomena_bins)
+    grid_problems_other: int = 50   # ... and in the other bins
+    temperature: float = 1.0        # sampling temperature of every method but greedy
+    aggregate: str = "min"          # best-of-N: a chain's PRM score from its steps' (min, prod, last)
+    expand: int = 4                 # MCTS: steps sampled per expansion, at most N
+    c_puct: float = 1.0             # MCTS: exploration constant of PUCT
+    rollout_steps: int = 0          # MCTS: value a leaf by a rollout of this many steps (0: the PRM's score)
+
+
+@dataclass(frozen=True)
 class Preset:
+    """Everything one size of the pipeline needs: the task and its data, the model, and a section per
+    stage; a stage's flag left out takes its section's field of the same name (parse)."""
     task: TaskConfig
     # data: problems per split (test: per difficulty bin)
     n_train: int
@@ -34,37 +98,11 @@ class Preset:
     n_head: int
     n_embd: int
     block_size: int
-    # chain-of-thought SFT
-    sft_steps: int
-    batch_size: int         # sequences per optimizer step, over all processes
-    micro_batch: int        # sequences per forward pass; batch_size / (micro_batch * world) accumulation steps
-    lr: float               # AdamW's peak: the embeddings and norm gains
-    warmup: int
-    eval_every: int         # steps between quick evaluations (and checkpoints)
-    eval_problems: int = 128  # problems in a quick evaluation
-    muon_lr: float = 0.02   # Muon's peak: the weight matrices inside the blocks
-    sweep_widths: tuple = ()  # the smaller SFT sizes run.sh trains too (train-time vs test-time compute)
-    sweep_steps: int = 0      # their optimizer steps (and the self-correction SFT's); 0: sft_steps
-    # the search grid (search.py): test problems per bin, in the phenomena bins (common.phenomena_bins) and elsewhere
-    grid_problems: int = 200
-    grid_problems_other: int = 50
-    # reward models (train_prm.py)
-    prm_problems: int = 8192        # training problems the policy writes one solution to: the PRM's examples
-    prm_temperature: float = 1.0    # sampling temperature for solutions and Monte Carlo rollouts
-    prm_rollouts: int = 4           # M: rollouts per step for --labels mc-hard / mc-soft
-    prm_agreement_samples: int = 64  # solutions whose steps get 1, 4, 16 rollouts to compare with the oracle
-    prm_steps: int = 300            # optimizer steps, for the PRM and again for the ORM
-    prm_batch_size: int = 64        # sequences per optimizer step
-    prm_lr: float = 1e-3            # AdamW's peak (embeddings, gains, the scalar head)
-    prm_muon_lr: float = 0.02       # Muon's peak (the blocks' matrices), as in SFT
-    prm_eval_problems: int = 100    # test problems per difficulty bin for the verifiers' AUROC
-    prm_eval_samples: int = 4       # the policy's samples of each, the verifiers' common test set
-    # reinforcement learning (train_rl.py); the defaults are the tiny preset's
-    rl_iterations: int = 24         # policy updates, each on fresh rollouts
-    rl_rollouts: int = 64           # solutions sampled per iteration (GRPO: problems x group size)
-    rl_minibatch: int = 32          # solutions per gradient step
-    rl_lr: float = 1e-4             # policy learning rate (the value model's is 10x)
-    rl_eval_every: int = 8          # iterations between validations and checkpoints
+    sft: SFTConfig
+    prm: PRMConfig = field(default_factory=PRMConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    eval_problems: int = 128  # validation problems in a quick evaluation (SFT, RL)
 
     def model_config(self, width=None):
         """The model of this preset; width (n_embd) is the size knob of the SFT sweep: the depth
@@ -80,28 +118,29 @@ class Preset:
 PRESETS = {
     # seconds on a laptop CPU: the test suite's size
     "test": Preset(TaskConfig(n_assign=6, max_train_d=2, max_eval_d=4), n_train=400, n_val=32, n_test_per_bin=8,
-                   n_layer=2, n_head=2, n_embd=32, block_size=128,
-                   sft_steps=6, batch_size=8, micro_batch=4, lr=3e-3, warmup=2, eval_every=3, eval_problems=8,
-                   prm_problems=16, prm_agreement_samples=4, prm_steps=4, prm_batch_size=8,
-                   prm_eval_problems=2, prm_eval_samples=2, rl_iterations=2, rl_rollouts=8, rl_minibatch=4, rl_eval_every=1,
-                   sweep_widths=(16,), grid_problems=3, grid_problems_other=2),
+                   n_layer=2, n_head=2, n_embd=32, block_size=128, eval_problems=8,
+                   sft=SFTConfig(steps=6, batch_size=8, micro_batch=4, lr=3e-3, warmup=2, eval_every=3, sweep_widths=(16,)),
+                   prm=PRMConfig(problems=16, agreement_samples=4, steps=4, batch_size=8, eval_problems=2, eval_samples=2),
+                   rl=RLConfig(iterations=2, rollouts=8, minibatch=4, eval_every=1),
+                   search=SearchConfig(grid_problems=3, grid_problems_other=2)),
     # minutes on a 2-core CPU. Training difficulties 1..3 give a graded policy (about 0.9 / 0.75 /
     # 0.4 greedy: results/regime/README.md), so search, verifiers and RL have problems the policy
     # sometimes solves; d = 4, 5 are beyond training
     "tiny": Preset(TaskConfig(n_assign=6, max_train_d=3, max_eval_d=5), n_train=40000, n_val=256, n_test_per_bin=200,
                    n_layer=2, n_head=4, n_embd=96, block_size=160,
-                   sft_steps=1600, batch_size=64, micro_batch=64, lr=3e-3, warmup=60, eval_every=400,
-                   sweep_widths=(48,), sweep_steps=600, grid_problems=100, grid_problems_other=25),
+                   sft=SFTConfig(steps=1600, batch_size=64, micro_batch=64, lr=3e-3, warmup=60, eval_every=400,
+                                 sweep_widths=(48,), sweep_steps=600),
+                   search=SearchConfig(grid_problems=100, grid_problems_other=25)),
     # minutes on one GPU: the size the later stages use. Training difficulties 1..8 of 16
-    # assignments, to match the tiny preset's graded profile in spirit (not run yet: no GPU so far)
+    # assignments, to match the tiny preset's graded profile in spirit (200 steps of its SFT ran on
+    # the H200, results/h200; the whole pipeline has not, and the PRM and RL sizes are first guesses)
     "small": Preset(TaskConfig(n_assign=16, max_train_d=8, max_eval_d=12), n_train=200000, n_val=512, n_test_per_bin=200,
                     n_layer=6, n_head=6, n_embd=384, block_size=448,
-                    sft_steps=3000, batch_size=128, micro_batch=64, lr=1e-3, warmup=200, eval_every=500,
-                    # the PRM and RL sizes below have not been run yet (no GPU so far): first guesses
-                    prm_problems=65536, prm_agreement_samples=256, prm_steps=1500, prm_batch_size=128,
-                    prm_lr=1e-4, prm_muon_lr=0.005,
-                    prm_eval_problems=100, rl_iterations=200, rl_rollouts=256, rl_minibatch=64, rl_lr=3e-5,
-                    rl_eval_every=20, sweep_widths=(128, 256)),
+                    sft=SFTConfig(steps=3000, batch_size=128, micro_batch=64, lr=1e-3, warmup=200, eval_every=500,
+                                  sweep_widths=(128, 256)),
+                    prm=PRMConfig(problems=65536, agreement_samples=256, steps=1500, batch_size=128, lr=1e-4, muon_lr=0.005,
+                                  gen_batch=2048),
+                    rl=RLConfig(iterations=200, rollouts=256, minibatch=64, lr=3e-5, eval_every=20)),
 }
 
 
@@ -127,15 +166,17 @@ def stage_parser(description):
     return parser
 
 
-def parse(parser, argv, preset_defaults=None):
-    """The stage's flags. preset_defaults {flag: Preset field}: every such flag left out takes the
-    preset's value, the one place where "a flag overrides the preset" is written (`is None`, so a
-    flag given as 0 counts)."""
+def parse(parser, argv, section=None):
+    """The stage's flags. section(preset, args): the preset's section for this stage (SFTConfig,
+    RLConfig, ...); every flag left out takes the section's field of its name, the one place where
+    "a flag overrides the preset" is written (`is None`, so a flag given as 0 counts)."""
     args = parser.parse_args(argv)
     args.out = args.out or os.path.join("out", args.preset)
-    for flag, name in (preset_defaults or {}).items():
-        if getattr(args, flag) is None:
-            setattr(args, flag, getattr(PRESETS[args.preset], name))
+    if section is not None:
+        defaults = section(PRESETS[args.preset], args)
+        for f in fields(defaults):
+            if getattr(args, f.name, False) is None:
+                setattr(args, f.name, getattr(defaults, f.name))
     return args
 
 

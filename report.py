@@ -17,6 +17,7 @@ import math
 import os
 import re
 import time
+from collections import defaultdict
 
 from common import Parser, UserError, flops, paired_difference, phenomena_bins, run_cli, verdict
 from plots import panels, plot_grid, plot_rl, save
@@ -61,10 +62,10 @@ def with_interval(m, b):
 
 def prm_section(prm, grid):
     """The verifiers head to head on the same samples (step and outcome AUROC, the first error),
-    and what each buys at the grid's largest N (search.py's best-of-N on its own samples)."""
+    and what each buys at the grid's common N (search.py's best-of-N on its own samples)."""
     if not prm or "verifiers_by_difficulty" not in prm:
         return "No PRM yet (python train_prm.py)."
-    n = max((r["budget"] for r in grid), default=None)
+    n = common_budget(grid)
     at = {(r["method"], r["difficulty"]): r for r in grid if r["budget"] == n}
     picks = [("bon-prm", "PRM"), ("bon-orm", "ORM"), ("bon-confidence", "confidence"), ("majority", "majority"),
              ("pass@n", f"pass@{n}")]
@@ -88,12 +89,12 @@ def prm_section(prm, grid):
 
 def compute_optimal_section(grid, bins):
     """Per bin: the generated tokens each method needs to reach PRM best-of-N's accuracy at the
-    grid's largest N (the fewest tokens among its budgets that reach it: no interpolation), and at
+    grid's common N (the fewest tokens among its budgets that reach it: no interpolation), and at
     each of best-of-N's token levels the most accurate method within it: which method is
     compute-optimal where (Snell et al. 2024)."""
     if not grid:
         return "No grid yet."
-    n = max(r["budget"] for r in grid)
+    n = common_budget(grid)
     methods = [m for m in dict.fromkeys(r["method"] for r in grid) if m != "pass@n"]
     lines = []
     for b in bins:
@@ -398,7 +399,8 @@ def judge(out, max_train_d):
     """Every phenomenon's claim from the run directory's JSON files."""
     bins = phenomena_bins(max_train_d)
     grid = load(out, "search", "scaling.json") or []
-    n = max((r["budget"] for r in grid if r["method"] != "greedy"), default="N")  # the grid's largest budget
+    n = common_budget(grid) or "N"  # every method ran at this budget
+    top = max((r["budget"] for r in grid if r["method"] == "bon-prm"), default="N")  # best-of-N's largest
     at = lambda method, budget=n: grid_outcomes(grid, method, budget, bins)  # noqa: E731
     rl = load(out, "rl")
     claims = [
@@ -408,6 +410,14 @@ def judge(out, max_train_d):
         claim("a trained verifier beats the policy's own confidence", f"PRM best-of-{n}", at("bon-prm"),
               f"confidence best-of-{n}", at("bon-confidence")),
     ]
+    if top != n:  # best-of-N beyond the common budget: does selection keep paying, or over-optimise (Gao et al.)?
+        claims += [
+            claim("process reward beats outcome reward", f"PRM best-of-{top}", at("bon-prm", top), f"ORM best-of-{top}", at("bon-orm", top)),
+            claim("PRM best-of-N holds as N grows", f"PRM best-of-{top}", at("bon-prm", top), f"PRM best-of-{n}", at("bon-prm"),
+                  note=f"PRM best-of-{top} against best-of-{n}: within noise means it holds; not shown, that it falls"),
+            claim("more samples over-optimise the ORM (Gao et al.)", f"ORM best-of-{n}", at("bon-orm"), f"ORM best-of-{top}",
+                  at("bon-orm", top)),
+        ]
     for method in ("beam", "mcts"):
         tokens = {m: mean_tokens(grid, m, n, bins) for m in (method, "bon-prm")}
         note = f"{method} at N={n} generated {tokens[method]:.0f} tokens per problem, PRM best-of-{n} {tokens['bon-prm']:.0f}" \
@@ -439,6 +449,16 @@ def half_token_claim(grid, bins, n, at, method):
     return claim(name, f"{method} at N={budget}", at(method, budget), f"PRM best-of-{n}", at("bon-prm"),
                  note=f"{method} at N={budget} generated {tokens:.0f} tokens per problem, at most half of PRM best-of-{n}'s "
                       f"{2 * half:.0f}; within noise: as accurate as far as the interval can tell")
+
+
+def common_budget(grid):
+    """The largest budget every method of the grid ran at (beam and MCTS may stop below best-of-N's
+    largest: search.py --max-tree-budget); the verdicts compare methods there. None without a grid."""
+    ran = defaultdict(set)
+    for r in grid:
+        ran[r["method"]].add(r["budget"])
+    budgets = set.intersection(*(b for m, b in ran.items() if m != "greedy")) if len(ran) > 1 else set()
+    return max(budgets, default=None)
 
 
 def mean_tokens(grid, method, budget, bins):

@@ -52,7 +52,7 @@ stage prepare "$OUT/data/meta.json" "data/task.py data/tokenizer.py" \
 # exchange, the same width on self-correction traces), the smaller policy's grid, and PPO.
 THREADS=$(( $("$PY" -c 'import os; print(os.cpu_count() or 2)') / 2 )); THREADS=$(( THREADS > 0 ? THREADS : 1 ))
 SIDE_LOG=$OUT/side_lane.log SIDE_SUMMARY=$OUT/side_lane.summary
-WIDTHS=$("$PY" -c "from common import PRESETS; print(*PRESETS['$PRESET'].sweep_widths)")
+WIDTHS=$("$PY" -c "from common import PRESETS; print(*PRESETS['$PRESET'].sft.sweep_widths)")
 SC=$OUT/selfcorrect W=${WIDTHS##* }  # self-correction at the largest sweep width
 lanes() {  # lanes MAIN SIDE: run two functions at once; MAIN on the terminal, SIDE's output in SIDE_LOG
   : >"$SIDE_SUMMARY"
@@ -69,7 +69,7 @@ verifier_and_search() {
   stage prm "$OUT/prm/metrics.json" "$OUT/sft/metrics.json" \
     "$PY" train_prm.py "${common[@]}"
   stage "search (sft policy)" "$OUT/search/scaling.json" "$OUT/prm/metrics.json" \
-    "$PY" search.py "${common[@]}" --method all --budget 1,4,16 --policy sft
+    "$PY" search.py "${common[@]}" --method all --budget 1,4,16,64 --max-tree-budget 16 --policy sft  # best-of-64: over-optimisation?
 }
 extra_policies_and_rl() {
   for W in $WIDTHS; do  # train-time against test-time compute: the same SFT at a smaller width, and its grid

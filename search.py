@@ -23,16 +23,18 @@ steps per beam-search round, and for MCTS a budget of N times the tokens of the 
 the same problem (the greedy chain, which sets the budget, is counted in). So the methods are
 compared at matched generated tokens; the tables print what each really spent.
 
-    python search.py --preset tiny --out out/tiny --method all --budget 1,4,16     # the scaling grid
+    python search.py --preset tiny --out out/tiny --method all --budget 1,4,16,64 --max-tree-budget 16  # the grid
     python search.py --preset tiny --out out/tiny --method mcts --budget 8 --problems my.txt --show
 
 The grid answers the first --per-bin test problems of every difficulty bin (in range and beyond
-training) with every method at every budget, and writes DIR/search/scaling.json (rows: method,
-budget, difficulty, accuracy, generated_tokens and scored_tokens per problem; report.py turns it into
-a table and a plot); with --policy NAME (rl, sft_w48, ...), into DIR/search_NAME/. pass@N
-(any of the N samples right, by the verifier) is listed as the ceiling a best-of-N selector can
-reach. PRM methods need DIR/prm/ckpt.pt, bon-orm DIR/prm/orm.pt (python train_prm.py);
---method all skips what is missing.
+training) with every method at every budget (beam and MCTS up to --max-tree-budget), and writes
+DIR/search/scaling.json (rows: method, budget, difficulty, accuracy, generated_tokens and
+scored_tokens per problem; report.py turns it into a table and a plot); with --policy NAME (rl,
+sft_w48, ...), into DIR/search_NAME/. The sampled methods draw one pool of max(budgets) chains
+per problem and budget N selects among its first N, so the budgets are compared on the same
+samples. pass@N (any of the N samples right, by the verifier) is listed as the ceiling a
+best-of-N selector can reach. PRM methods need DIR/prm/ckpt.pt, bon-orm DIR/prm/orm.pt (python
+train_prm.py); --method all skips what is missing.
 
 --problems FILE: one problem per line in the plain-text form (README), `#` starts a comment.
 Prints one answer per line with the number of tokens it thought for; --show prints the chain of
@@ -337,43 +339,54 @@ def run_greedy(setup, prompts, problems):
     return [Outcome(answer_of(leaf, pr, setup.p), leaf, root, root.compute) for leaf, root, pr in zip(leaves, roots, problems)]
 
 
-def run_sampled(setup, methods, prompts, problems, n):
-    """majority, bon-prm, prm-vote, bon-orm, bon-confidence and pass@n from one set of n samples per problem."""
+def run_sampled(setup, methods, prompts, problems, budgets):
+    """majority, bon-prm, prm-vote, bon-orm, bon-confidence and pass@n at every budget n, from one
+    pool of max(budgets) samples per problem: budget n selects among the pool's first n, so the
+    budgets are compared on the same samples (as Lightman et al. subsample their pool of 1860), and
+    each pays for the n chains it saw. Returns {n: {method: [Outcome per problem]}}."""
+    pool = max(budgets)
     roots = [new_root(prompt) for prompt in prompts]
-    leaves = complete([root for root in roots for _ in range(n)], setup.extend)
-    chains = [leaves[i * n:(i + 1) * n] for i in range(len(roots))]
-    answers = [[answer_of(leaf, pr, setup.p) for leaf in chain] for chain, pr in zip(chains, problems)]
-    sampled = [copy.copy(root.compute) for root in roots]
-    out = defaultdict(list)
-
-    def outcome(method, i, answer, leaf, compute, note=""):
-        leaf = leaf or next((l for l, a in zip(chains[i], answers[i]) if a == answer), chains[i][0])
-        out[method].append(Outcome(answer, leaf, roots[i], compute, note))
-
+    leaves = complete([root for root in roots for _ in range(pool)], setup.extend)
     if any(m in methods for m in ("bon-prm", "prm-vote")):
         setup.score([path(leaf) for leaf in leaves])
-    with_prm = [copy.copy(root.compute) for root in roots]
     orm_scores = score_outcomes(setup.orm, leaves) if "bon-orm" in methods else None
-    truth = [values(pr, setup.p)[pr.query] for pr in problems]
-    for i, chain in enumerate(chains):
-        counts = ", ".join(f"{a} x{answers[i].count(a)}" for a in sorted(set(answers[i]) - {None}))
-        outcome("majority", i, vote(answers[i]), None, sampled[i], f"votes: {counts or 'no answers'}")
-        outcome("pass@n", i, truth[i] if truth[i] in answers[i] else answers[i][0], None, sampled[i])
-        if "bon-prm" in methods or "prm-vote" in methods:
-            agg = [chain_score(leaf, setup.args.aggregate) for leaf in chain]
-            best = max(range(n), key=lambda j: agg[j])  # ties: the first sample
-            outcome("bon-prm", i, answers[i][best], chain[best], with_prm[i])
-            outcome("prm-vote", i, vote(answers[i], agg), None, with_prm[i])
-        if "bon-confidence" in methods:
-            confidence = [min(node.lowest_logprob for node in path(leaf)) for leaf in chain]
-            best = max(range(n), key=lambda j: confidence[j])
-            outcome("bon-confidence", i, answers[i][best], chain[best], sampled[i])
-        if orm_scores is not None:
-            scores = orm_scores[i * n:(i + 1) * n]
-            best = max(range(n), key=lambda j: scores[j])
-            outcome("bon-orm", i, answers[i][best], chain[best],
-                    Compute(sampled[i].generated_tokens, roots[i].compute.scored_tokens - with_prm[i].scored_tokens))
+    out = {n: defaultdict(list) for n in budgets}
+    for i, (root, problem) in enumerate(zip(roots, problems)):
+        chains = leaves[i * pool:(i + 1) * pool]
+        answers = [answer_of(leaf, problem, setup.p) for leaf in chains]
+        truth = values(problem, setup.p)[problem.query]
+        prm = [chain_score(leaf, setup.args.aggregate) for leaf in chains] if "bon-prm" in methods or "prm-vote" in methods else None
+        orm = orm_scores[i * pool:(i + 1) * pool] if orm_scores is not None else None
+        confidence = [min(node.lowest_logprob for node in path(leaf)) for leaf in chains]
+        for n in budgets:
+            select_among(out[n], methods, root, chains[:n], answers[:n], truth, prm, orm, confidence)
     return out
+
+
+def select_among(out, methods, root, chains, answers, truth, prm, orm, confidence):
+    """Every sampled method's pick among one problem's n chains (ties: the first sample), into out."""
+    n = len(chains)
+    generated = sum(len(leaf.sequence) - leaf.prompt_len for leaf in chains)
+    read = sum(len(leaf.sequence) for leaf in chains)  # a reward model reads each whole chain once
+    sampled, scored = Compute(generated), Compute(generated, read)
+
+    def outcome(method, answer, leaf, compute, note=""):
+        leaf = leaf or next((l for l, a in zip(chains, answers) if a == answer), chains[0])
+        out[method].append(Outcome(answer, leaf, root, compute, note))
+
+    counts = ", ".join(f"{a} x{answers.count(a)}" for a in sorted(set(answers) - {None}))
+    outcome("majority", vote(answers), None, sampled, f"votes: {counts or 'no answers'}")
+    outcome("pass@n", truth if truth in answers else answers[0], None, sampled)
+    if prm is not None:
+        best = max(range(n), key=lambda j: prm[j])
+        outcome("bon-prm", answers[best], chains[best], scored)
+        outcome("prm-vote", vote(answers, prm[:n]), None, scored)
+    if "bon-confidence" in methods:
+        best = max(range(n), key=lambda j: confidence[j])
+        outcome("bon-confidence", answers[best], chains[best], sampled)
+    if orm is not None:
+        best = max(range(n), key=lambda j: orm[j])
+        outcome("bon-orm", answers[best], chains[best], scored)
 
 
 def run_method(setup, method, prompts, problems, n, greedy=None):
@@ -402,7 +415,7 @@ def run_grid(setup, methods, budgets, records, task, per_bin):
     for r in records:
         if len(bins[r["difficulty"]]) < per_bin.get(r["difficulty"], 0):
             bins[r["difficulty"]].append(r)
-    rows, jobs = [], [(d, n) for d in sorted(bins) for n in budgets]
+    rows = []
 
     def add(method, n, d, outcomes, truth):
         correct = [int(o.answer == t) for o, t in zip(outcomes, truth)]
@@ -415,21 +428,20 @@ def run_grid(setup, methods, budgets, records, task, per_bin):
                      "problem": [r["id"] for r in bins[d]], "correct": correct,
                      "tokens": [o.compute.generated_tokens for o in outcomes]})
 
-    greedy_by_bin = {}
-    for d, n in tqdm(jobs, desc="search grid", leave=False):
+    sampled = [m for m in methods if m in SAMPLED]
+    trees = [(m, n) for n in budgets for m in methods if m in ("beam", "mcts") and n <= (setup.args.max_tree_budget or n)]
+    for d in tqdm(sorted(bins), desc="search grid", leave=False):
         problems = [parse_problem(r["problem"], task.p) for r in bins[d]]
         prompts = [encode(prompt_text(r["problem"])) for r in bins[d]]
         truth = [values(pr, task.p)[pr.query] for pr in problems]
-        if d not in greedy_by_bin:
-            greedy_by_bin[d] = run_greedy(setup, prompts, problems)
-            add("greedy", 1, d, greedy_by_bin[d], truth)
-        sampled = [m for m in methods if m in SAMPLED]
+        greedy = run_greedy(setup, prompts, problems)
+        add("greedy", 1, d, greedy, truth)
         if sampled:
-            outcomes = run_sampled(setup, sampled, prompts, problems, n)
-            for method in sampled + ["pass@n"]:
-                add(method, n, d, outcomes[method], truth)
-        for method in (m for m in methods if m in ("beam", "mcts")):
-            add(method, n, d, run_method(setup, method, prompts, problems, n, greedy_by_bin[d]), truth)
+            for n, outcomes in run_sampled(setup, sampled, prompts, problems, budgets).items():
+                for method in sampled + ["pass@n"]:
+                    add(method, n, d, outcomes[method], truth)
+        for method, n in trees:
+            add(method, n, d, run_method(setup, method, prompts, problems, n, greedy), truth)
     return rows
 
 
@@ -489,7 +501,7 @@ def answer_file(setup, method, path_, task, block_size, n, show_all):
     elif method == "greedy":
         outcomes = run_greedy(setup, prompts, problems)
     elif method in SAMPLED:
-        outcomes = run_sampled(setup, [method], prompts, problems, n)[method]
+        outcomes = run_sampled(setup, [method], prompts, problems, [n])[n][method]
     else:
         outcomes = run_method(setup, method, prompts, problems, n)
     by_line = {g[0]: (o, g[1]) for g, o in zip(good, outcomes)}
@@ -528,20 +540,22 @@ def main(argv=None):
     parser = stage_parser(__doc__)
     parser.add_argument("--method", default="greedy", choices=METHODS + ("all",), help="search method, or all of them (default: greedy)")
     parser.add_argument("--budget", default="1,4,16", help="compute budgets N, comma-separated (default: 1,4,16; --problems uses the largest)")
+    parser.add_argument("--max-tree-budget", type=int, default=None, help="the grid runs beam and MCTS only at budgets up to this "
+                        "(default: at every budget; on a CPU a budget of 64 costs the tree searches minutes)")
     parser.add_argument("--policy", default="sft", help="which trained policy answers: DIR/sft, DIR/rl, or another stage "
                         "directory with a ckpt.pt such as DIR/sft_w48 (default: sft)")
     parser.add_argument("--problems", metavar="FILE", help="answer the problems in FILE instead of running the grid")
     parser.add_argument("--show", action="store_true", help="print each chain of thought, or the tree for beam and mcts")
     parser.add_argument("--per-bin", type=int, default=None, help="test problems in every difficulty bin of the grid (default: the "
-                        "preset's grid_problems in the phenomena bins, grid_problems_other elsewhere)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of every method but greedy (default: 1.0)")
+                        "preset's search.grid_problems in the phenomena bins, search.grid_problems_other elsewhere)")
+    parser.add_argument("--temperature", type=float, help="sampling temperature of every method but greedy (default: the preset's)")
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens only (default: all)")
-    parser.add_argument("--aggregate", default="min", choices=["min", "prod", "last"], help="best-of-N: a chain's PRM score from its steps' (default: min)")
+    parser.add_argument("--aggregate", choices=["min", "prod", "last"], help="best-of-N: a chain's PRM score from its steps' (default: the preset's)")
     parser.add_argument("--beam-width", type=int, default=None, help="beams kept per round (default: N/4, at least 1)")
-    parser.add_argument("--expand", type=int, default=4, help="MCTS: steps sampled per expansion, at most N (default: 4)")
-    parser.add_argument("--c-puct", type=float, default=1.0, help="MCTS: exploration constant of PUCT (default: 1.0)")
-    parser.add_argument("--rollout-steps", type=int, default=0, help="MCTS: value a leaf by a rollout of this many steps (default: 0, the PRM's score)")
-    args = parse(parser, argv)
+    parser.add_argument("--expand", type=int, help="MCTS: steps sampled per expansion, at most N (default: the preset's)")
+    parser.add_argument("--c-puct", type=float, help="MCTS: exploration constant of PUCT (default: the preset's)")
+    parser.add_argument("--rollout-steps", type=int, help="MCTS: value a leaf by a rollout of this many steps (default: the preset's, 0: the PRM's score)")
+    args = parse(parser, argv, lambda preset, args: preset.search)
     budgets = budget_list(args.budget)
     if args.problems and args.method == "all":
         raise UserError("--problems answers with one method: choose one with --method")
@@ -572,8 +586,8 @@ def main(argv=None):
                 sys.exit(1)
             return
         start = time.time()
-        preset = PRESETS[args.preset]  # the phenomena bins get enough problems for a paired interval, the others fewer
-        per_bin = {b: args.per_bin or (preset.grid_problems if b in phenomena_bins(task.max_train_d) else preset.grid_problems_other)
+        grid = PRESETS[args.preset].search  # the phenomena bins get enough problems for a paired interval, the others fewer
+        per_bin = {b: args.per_bin or (grid.grid_problems if b in phenomena_bins(task.max_train_d) else grid.grid_problems_other)
                    for b in range(1, task.max_eval_d + 1)}
         rows = run_grid(setup, methods, budgets, read_split(args.out, "test"), task, per_bin)
     out_dir = os.path.join(args.out, "search" if args.policy == "sft" else f"search_{args.policy}")  # every grid is kept

@@ -385,9 +385,7 @@ def parse_args(argv):
     parser.add_argument("--lr", type=float, help="peak AdamW learning rate, embeddings, gains, the head (default: the preset's)")
     parser.add_argument("--muon-lr", type=float, help="peak Muon learning rate, the blocks' matrices (default: the preset's)")
     parser.add_argument("--eval-problems", type=int, help="test problems per difficulty bin (default: the preset's)")
-    return parse(parser, argv, {"problems": "prm_problems", "rollouts": "prm_rollouts", "steps": "prm_steps", "lr": "prm_lr",
-                                "muon_lr": "prm_muon_lr", "eval_problems": "prm_eval_problems",
-                                "agreement_samples": "prm_agreement_samples"})
+    return parse(parser, argv, lambda preset, args: preset.prm)
 
 
 def make_labels(args, policy, train, p, temperature, generator, gen_batch):
@@ -430,7 +428,7 @@ def train_verifiers(args, sft, train, labels, batch_size, device):
 def main(argv=None):
     args = parse_args(argv)
     t0, preset = time.time(), PRESETS[args.preset]
-    temperature = preset.prm_temperature
+    temperature = preset.prm.temperature
 
     # ---- inputs: the task, the SFT policy
     task = read_task(args.out)
@@ -444,7 +442,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     generator = torch.Generator(d.device).manual_seed(args.seed)
     policy = model_from_checkpoint(sft, attn=args.attn).to(d.device).eval()
-    gen_batch = 2048 if d.device.type == "cuda" else 512
+    gen_batch = preset.prm.gen_batch
     seconds, t = {}, time.time()
 
     # ---- 1. one solution to each training problem: the policy's own mistakes are what a PRM must catch
@@ -457,11 +455,11 @@ def main(argv=None):
     # ---- 2. labels; 3. the PRM and the ORM
     labels, label_tokens, agreement = make_labels(args, policy, train, task.p, temperature, generator, gen_batch)
     seconds["label"], t = time.time() - t, time.time()
-    prm, orm, prm_history, orm_history, trained_tokens = train_verifiers(args, sft, train, labels, preset.prm_batch_size, d.device)
+    prm, orm, prm_history, orm_history, trained_tokens = train_verifiers(args, sft, train, labels, preset.prm.batch_size, d.device)
     seconds["train"], t = time.time() - t, time.time()
 
     # ---- 4. the verifiers head to head, on the policy's own samples of test problems
-    samples, bins = evaluation_samples(policy, prm, orm, read_split(args.out, "test"), args.eval_problems, preset.prm_eval_samples,
+    samples, bins = evaluation_samples(policy, prm, orm, read_split(args.out, "test"), args.eval_problems, preset.prm.eval_samples,
                                        temperature, task.p, generator, gen_batch)
     verifiers = verifier_table(samples, bins)
     in_range = [s for s in samples if s.difficulty <= task.max_train_d]
@@ -472,11 +470,11 @@ def main(argv=None):
         "train_answer_accuracy": sum(s.correct for s in train) / len(train),
         "train_step_labels": sum(len(s.labels) for s in train), "train_step_right_fraction": right_steps(train),
         "monte_carlo_rollouts": args.rollouts if args.labels != "oracle" else None, "monte_carlo_label_tokens": label_tokens,
-        "steps": args.steps, "batch_size": preset.prm_batch_size, "lr": args.lr, "muon_lr": args.muon_lr,
+        "steps": args.steps, "batch_size": preset.prm.batch_size, "lr": args.lr, "muon_lr": args.muon_lr,
         "train_flops": flops(sum(p.numel() for p in prm.parameters()), trained_tokens=trained_tokens,  # both models
                              forward_tokens=sum(len(s.tokens) for s in train) + label_tokens),  # sampled: solutions, labels
         "prm_final_loss": prm_history[-1], "orm_final_loss": orm_history[-1],
-        "eval_problems_per_bin": args.eval_problems, "eval_samples_per_problem": preset.prm_eval_samples,
+        "eval_problems_per_bin": args.eval_problems, "eval_samples_per_problem": preset.prm.eval_samples,
         "step_auroc": auroc([q for s in in_range for q in s.scores["prm"]], [y for s in in_range for y in s.labels]),
         "step_auroc_by_difficulty": {b: row["step_auroc_prm"] for b, row in verifiers.items()},
         **first_error_rates(in_range, "prm"),

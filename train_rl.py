@@ -342,25 +342,23 @@ def parse_args(argv=None):
     parser.add_argument("--minibatch", type=int, help="solutions per gradient step (default: the preset's)")
     parser.add_argument("--lr", type=float, help="policy learning rate (default: the preset's)")
     parser.add_argument("--critic-lr", type=float, help="value model learning rate (default: 10x the policy's)")
-    parser.add_argument("--epochs", type=int, default=2, help="passes over each iteration's rollouts (default: 2)")
-    parser.add_argument("--group-size", type=int, default=8, help="GRPO: samples per problem (default: 8)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
-    parser.add_argument("--kl-coef", type=float, default=0.05, help="beta, weight of the KL to the SFT policy (default: 0.05)")
-    parser.add_argument("--lam", type=float, default=0.95, help="GAE lambda; gamma is 1 (default: 0.95)")
-    parser.add_argument("--clip", type=float, default=0.2, help="PPO clip epsilon (default: 0.2)")
-    parser.add_argument("--value-clip", type=float, default=0.2, help="value loss clip (default: 0.2)")
-    parser.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping (default: 1.0)")
-    parser.add_argument("--critic-warmup", type=int, default=2, help="PPO: critic-only iterations first (default: 2)")
-    parser.add_argument("--unfinished-penalty", type=float, default=1.0,
-                        help="subtracted from a solution with no end-of-text (default: 1.0)")
+    parser.add_argument("--epochs", type=int, help="passes over each iteration's rollouts (default: the preset's)")
+    parser.add_argument("--group-size", type=int, help="GRPO: samples per problem (default: the preset's)")
+    parser.add_argument("--temperature", type=float, help="sampling temperature (default: the preset's)")
+    parser.add_argument("--kl-coef", type=float, help="beta, weight of the KL to the SFT policy (default: the preset's)")
+    parser.add_argument("--lam", type=float, help="GAE lambda; gamma is 1 (default: the preset's)")
+    parser.add_argument("--clip", type=float, help="PPO clip epsilon (default: the preset's)")
+    parser.add_argument("--value-clip", type=float, help="value loss clip (default: the preset's)")
+    parser.add_argument("--max-grad-norm", type=float, help="gradient clipping (default: the preset's)")
+    parser.add_argument("--critic-warmup", type=int, help="PPO: critic-only iterations first (default: the preset's)")
+    parser.add_argument("--unfinished-penalty", type=float, help="subtracted from a solution with no end-of-text (default: the preset's)")
     parser.add_argument("--eval-every", type=int, help="iterations between validations and checkpoints (default: the preset's)")
     parser.add_argument("--policy", default="sft", help="the SFT stage RL starts from: DIR/sft, or another such as "
                         "DIR/sft_w48 (default: sft); writes DIR/rl, or DIR/rl_NAME for another")
     parser.add_argument("--train-d", type=lambda s: [int(x) for x in s.split(",")],
                         help="training difficulties, comma-separated, equally often (default: in proportion to p (1 - p), p the SFT accuracy)")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/rl/ckpt.pt")
-    args = parse(parser, argv, {"iterations": "rl_iterations", "rollouts": "rl_rollouts", "minibatch": "rl_minibatch",
-                                "lr": "rl_lr", "eval_every": "rl_eval_every"})
+    args = parse(parser, argv, lambda preset, args: preset.rl)
     args.critic_lr = 10 * args.lr if args.critic_lr is None else args.critic_lr
     if args.algo == "grpo" and args.rollouts % args.group_size:
         parser.error(f"--rollouts {args.rollouts} must be a multiple of --group-size {args.group_size}")

@@ -17,6 +17,7 @@ DIR/sft/metrics.json: greedy accuracy and step accuracy per difficulty bin, from
 import contextlib
 import os
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -38,24 +39,30 @@ def batch_indices(seed, step, n_examples, batch_size):
 
 def parse_args(argv):
     parser = stage_parser(__doc__)
-    parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's sft_steps, or sweep_steps with --width)")
+    parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's sft.steps, or sft.sweep_steps with --width)")
     parser.add_argument("--batch-size", type=int, help="sequences per step over all processes (default: the preset's)")
     parser.add_argument("--micro-batch", type=int, help="sequences per forward pass (default: the preset's)")
     parser.add_argument("--lr", type=float, help="peak AdamW learning rate, embeddings and gains (default: the preset's)")
     parser.add_argument("--muon-lr", type=float, help="peak Muon learning rate, the blocks' matrices (default: the preset's)")
-    parser.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints")
+    parser.add_argument("--warmup", type=int, help="steps of linear learning-rate warm-up (default: the preset's)")
+    parser.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default: the preset's)")
     parser.add_argument("--width", type=int, help="model width (n_embd), the size knob of the scaling sweep (default: the "
                         "preset's); another width than the preset's writes DIR/sft_wWIDTH instead of DIR/sft")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/sft/ckpt.pt (DIR/sft_wWIDTH/ with --width)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model for training")
-    args = parse(parser, argv, {"batch_size": "batch_size", "micro_batch": "micro_batch", "lr": "lr", "muon_lr": "muon_lr",
-                                "eval_every": "eval_every"})
-    preset = PRESETS[args.preset]
-    sweep = args.width not in (None, preset.n_embd)  # one of the sweep's smaller sizes: its own directory and steps
-    if args.steps is None:
-        args.steps = preset.sweep_steps if sweep and preset.sweep_steps else preset.sft_steps
-    args.name = f"sft_w{args.width}" if sweep else "sft"
+    args = parse(parser, argv, sft_section)
+    args.name = f"sft_w{args.width}" if is_sweep(PRESETS[args.preset], args) else "sft"
     return args
+
+
+def is_sweep(preset, args):
+    return args.width not in (None, preset.n_embd)
+
+
+def sft_section(preset, args):
+    """The preset's SFT section; one of the sweep's smaller widths trains for its sweep_steps."""
+    sft = preset.sft
+    return replace(sft, steps=sft.sweep_steps or sft.steps) if is_sweep(preset, args) else sft
 
 
 def train_step(train_model, model, optimizer, train, batch, d, micro_batch):
@@ -125,7 +132,7 @@ def main(argv=None, stop_after=None):
     for step in bar:
         t_step = time.time()
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, steps, group["peak_lr"], preset.warmup)
+            group["lr"] = lr_at(step, steps, group["peak_lr"], args.warmup)
         loss, tokens = train_step(train_model, model, optimizer, train, batch_indices(args.seed, step, len(train), args.batch_size),
                                   d, args.micro_batch)
         history.append(loss)

@@ -1,5 +1,6 @@
 """common.py: the statistics every report rests on, and the JSON files every stage writes."""
 import json
+import os
 
 import pytest
 
@@ -55,8 +56,30 @@ def test_a_flag_given_as_zero_overrides_the_preset_and_a_missing_flag_takes_the_
     args = train_rl.parse_args(["--preset", "test", "--lr", "0", "--iterations", "0"])
     preset = PRESETS["test"]
     assert (args.lr, args.critic_lr, args.iterations) == (0.0, 0.0, 0)  # `or` would have taken the preset's
-    assert (args.rollouts, args.minibatch, args.eval_every) == (preset.rl_rollouts, preset.rl_minibatch, preset.rl_eval_every)
+    assert (args.rollouts, args.minibatch, args.eval_every, args.kl_coef) == (preset.rl.rollouts, preset.rl.minibatch,
+                                                                             preset.rl.eval_every, preset.rl.kl_coef)
     parser = stage_parser("x")
     parser.add_argument("--steps", type=int)
-    assert parse(parser, ["--preset", "tiny"], {"steps": "sft_steps"}).steps == PRESETS["tiny"].sft_steps
-    assert parse(parser, ["--preset", "tiny", "--steps", "0"], {"steps": "sft_steps"}).steps == 0
+    section = lambda preset, args: preset.sft  # noqa: E731
+    assert parse(parser, ["--preset", "tiny"], section).steps == PRESETS["tiny"].sft.steps
+    assert parse(parser, ["--preset", "tiny", "--steps", "0"], section).steps == 0
+
+
+def test_every_section_field_is_a_flag_of_its_stage_or_read_from_the_preset_by_name():
+    """A field no flag and no code reads would be a default that does nothing."""
+    import dataclasses
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    readers = {"sft": ["train_sft.py", "run.sh"], "prm": ["train_prm.py"], "rl": ["train_rl.py"], "search": ["search.py"]}
+    for name, files in readers.items():
+        text = "".join(open(os.path.join(root, f)).read() for f in files)
+        for f in dataclasses.fields(getattr(PRESETS["tiny"], name)):
+            flag = "--" + f.name.replace("_", "-")
+            assert f'"{flag}"' in text or f"{name}.{f.name}" in text, f"{name}.{f.name}: no {flag} flag in, nor read by, {files}"
+
+
+def test_the_sweep_widths_train_for_the_sweep_steps_unless_steps_is_given():
+    import train_sft
+    tiny = PRESETS["tiny"]
+    assert train_sft.parse_args(["--width", "48"]).steps == tiny.sft.sweep_steps
+    assert train_sft.parse_args(["--width", "48", "--steps", "7"]).steps == 7
+    assert train_sft.parse_args([]).steps == tiny.sft.steps

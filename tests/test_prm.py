@@ -184,7 +184,7 @@ def test_train_prm_writes_both_reward_models_and_the_metrics(sft_dir):
     assert metrics["train_solutions"] == 6
     assert set(metrics["step_auroc_by_difficulty"]) == set(metrics["verifiers_by_difficulty"]) == {"1", "2", "3", "4"}
     row = metrics["verifiers_by_difficulty"]["1"]
-    assert row["samples"] == 2 * PRESETS["test"].prm_eval_samples
+    assert row["samples"] == 2 * PRESETS["test"].prm.eval_samples
     assert {"step_auroc_prm", "step_auroc_confidence", "outcome_auroc_orm", "prm_first_error_lowest_rate"} <= set(row)
     assert [r["rollouts"] for r in metrics["monte_carlo_agreement"]] == [1, 4, 16]
     assert os.path.exists(sft_dir / "prm" / "metrics.json")

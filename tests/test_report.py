@@ -129,3 +129,25 @@ def test_verdicts_are_computed_from_per_problem_outcomes(tmp_path):
     text = report.verdict_section(out, max_train_d=2)
     row = next(line for line in text.splitlines() if line.startswith("| RL raises pass@1"))
     assert "0.500 - 0.300 = +0.200" in row and "*shown*" in row and "*not shown*" in row and "**mixed**" in row
+
+
+def test_the_verdicts_compare_at_the_largest_budget_every_method_ran_and_judge_best_of_n_beyond_it(tmp_path):
+    """Beam and MCTS stop at 16, best-of-N goes on to 64: the head-to-head rows are at 16, and three
+    more ask whether best-of-64 keeps paying (PRM) or over-optimises (ORM)."""
+    ids = list(range(20))
+    def row(method, budget, correct):
+        return {"method": method, "budget": budget, "difficulty": 2, "problem": ids, "correct": correct, "problems": 20,
+                "accuracy": sum(correct) / 20, "generated_tokens": 10.0 * budget, "interval": [0, 1]}
+    grid = [row("greedy", 1, [0] * 20)] + [row(m, n, [1] * 10 + [0] * 10) for m in ("majority", "bon-prm", "bon-orm", "bon-confidence")
+                                           for n in (4, 16)]
+    grid += [row(m, n, [1] * 10 + [0] * 10) for m in ("beam", "mcts") for n in (4, 16)]
+    grid += [row("bon-prm", 64, [1] * 20), row("bon-orm", 64, [0] * 20), row("majority", 64, [1] * 10 + [0] * 10)]
+    assert report.common_budget(grid) == 16
+    assert report.common_budget([]) is None
+    write(str(tmp_path / "search" / "scaling.json"), grid)
+    claims = {(c["phenomenon"], c["a"]): c for c in report.judge(str(tmp_path), max_train_d=3)}
+    assert claims["process reward beats outcome reward", "PRM best-of-16"]["difference"] == 0
+    assert claims["process reward beats outcome reward", "PRM best-of-64"]["difference"] == 1.0
+    assert claims["PRM best-of-N holds as N grows", "PRM best-of-64"]["difference"] == 0.5
+    assert claims["more samples over-optimise the ORM (Gao et al.)", "ORM best-of-16"]["verdict"] == "shown"
+    assert claims["step-level search beats best-of-N at matched tokens", "mcts at N=16"]["problems"] == 20

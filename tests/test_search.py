@@ -156,11 +156,11 @@ def test_majority_vote_ties_break_to_the_smallest_answer_whatever_the_order():
     assert vote([9, 4], weights=[0.5, 0.5]) == 4
 
 
-def test_best_of_n_by_confidence_picks_the_chain_whose_least_likely_token_is_likeliest():
-    line = "a = 7; c = 5; d = a * c; ? d"
+def three_chains():
+    """A stand-in policy that writes three chains, each as one step: answer 12 (confident), then 5 twice."""
     written = iter([("d = a * c = 7 * 5 = 12", 12, -0.5), ("d = a * c = 7 * 5 = 5", 5, -2.0), ("d = a * c = 7 * 5 = 5", 5, -3.0)])
 
-    def extend(nodes):  # a stand-in policy: the three chains above, each written as one step
+    def extend(nodes):
         out = []
         for node in nodes:
             text, answer, lowest = next(written)
@@ -168,10 +168,27 @@ def test_best_of_n_by_confidence_picks_the_chain_whose_least_likely_token_is_lik
             out.append(Node(node.sequence + step, node.compute, parent=node, step=step, prompt_len=node.prompt_len,
                             lowest_logprob=lowest, terminal=True))
         return out
+    return search.Setup(extend=extend, greedy=None, score=None, orm=None, p=23, args=None)
 
-    setup = search.Setup(extend=extend, greedy=None, score=None, orm=None, p=23, args=None)
-    picked = search.run_sampled(setup, ["majority", "bon-confidence"], [encode(prompt_text(line))], [parse_problem(line, 23)], 3)
+
+def test_best_of_n_by_confidence_picks_the_chain_whose_least_likely_token_is_likeliest():
+    line = "a = 7; c = 5; d = a * c; ? d"
+    picked = search.run_sampled(three_chains(), ["majority", "bon-confidence"], [encode(prompt_text(line))],
+                                [parse_problem(line, 23)], [3])[3]
     assert picked["majority"][0].answer == 5 and picked["bon-confidence"][0].answer == 12
+
+
+def test_each_budget_selects_among_the_first_n_samples_of_one_pool_and_pays_for_those_n():
+    line = "a = 7; c = 5; d = a * c; ? d"
+    prompt = encode(prompt_text(line))
+    picked = search.run_sampled(three_chains(), ["majority", "bon-confidence"], [prompt], [parse_problem(line, 23)], [1, 2, 3])
+    chains = [len(encode(f"d = a * c = 7 * 5 = {a}<|step|>answer: {a}<|endoftext|>")) for a in (12, 5, 5)]
+    for n in (1, 2, 3):
+        assert picked[n]["majority"][0].compute.generated_tokens == sum(chains[:n])
+        assert picked[n]["bon-confidence"][0].answer == 12  # the first sample stays the most confident
+    assert picked[1]["majority"][0].answer == 12 and picked[1]["pass@n"][0].answer == 12  # one sample: its answer
+    assert picked[2]["majority"][0].answer == 5  # a tie of 12 and 5 goes to the smaller answer
+    assert picked[3]["majority"][0].answer == 5 and picked[3]["pass@n"][0].answer == 12
 
 
 # ----------------------------------------------------------------------------- compute accounting
@@ -210,8 +227,8 @@ def test_compute_accounting_equals_the_tokens_actually_generated_and_scored(monk
         outcomes = search.run_greedy(setup, prompts, problems)
         for o, prompt in zip(outcomes, prompts):  # greedy: the tokens of its one chain
             assert o.compute.generated_tokens == len(o.leaf.sequence) - len(prompt) and o.compute.scored_tokens == 0
-        sampled = search.run_sampled(setup, search.SAMPLED, prompts, problems, 3)
-        roots = [o.root for o in sampled["majority"]]  # the four sampled methods share these roots
+        sampled = search.run_sampled(setup, search.SAMPLED, prompts, problems, [3])[3]
+        roots = [o.root for o in sampled["majority"]]  # the sampled methods share these roots, and the pool
         outcomes += [search.Outcome(None, None, r, r.compute) for r in roots]
         for method in ("beam", "mcts"):
             outcomes += search.run_method(setup, method, prompts, problems, 4)
@@ -258,7 +275,8 @@ def test_grid_writes_rows_for_every_method_budget_and_bin(run_dir, tmp_path):
     torch.manual_seed(1)
     save_checkpoint(str(tmp_path / "prm" / "ckpt.pt"), GPT(PRESETS["test"].model_config()))  # stand-ins
     save_checkpoint(str(tmp_path / "prm" / "orm.pt"), GPT(PRESETS["test"].model_config()))
-    result = run("--preset", "test", "--out", str(tmp_path), "--method", "all", "--budget", "1,2", "--per-bin", "1")
+    result = run("--preset", "test", "--out", str(tmp_path), "--method", "all", "--budget", "1,2,4", "--max-tree-budget", "2",
+                 "--per-bin", "1")
     assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "search" / "scaling.json").read_text())
     keys = {(r["method"], r["budget"], r["difficulty"]) for r in rows}
@@ -266,6 +284,11 @@ def test_grid_writes_rows_for_every_method_budget_and_bin(run_dir, tmp_path):
         assert ("greedy", 1, d) in keys
         for method in search.METHODS[1:] + ("pass@n",):
             assert (method, 1, d) in keys and (method, 2, d) in keys
+            assert ((method, 4, d) in keys) == (method not in ("beam", "mcts"))  # the tree searches stop at 2
+    by = {(r["method"], r["budget"], r["difficulty"]): r for r in rows}
+    for d in (1, 2, 3, 4):  # one pool: budget 4 sees budget 2's samples and more, so it costs more and pass@4 >= pass@2
+        assert by["majority", 1, d]["tokens"] <= by["majority", 2, d]["tokens"] <= by["majority", 4, d]["tokens"]
+        assert by["pass@n", 1, d]["correct"] <= by["pass@n", 2, d]["correct"] <= by["pass@n", 4, d]["correct"]
     assert all({"method", "budget", "difficulty", "accuracy", "generated_tokens"} <= set(r) for r in rows)
     import report  # the grid's table is report.py's, from this JSON
     assert "| mcts | 2 |" in report.scaling_table(rows, max_train_d=2)

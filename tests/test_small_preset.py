@@ -22,12 +22,12 @@ from data.tokenizer import special_id
 SMALL = common.PRESETS["small"]
 # the small preset with its counts shrunk: the task, the model, the learning rates and the sweep widths stay
 SMOKE = dataclasses.replace(
-    SMALL, n_train=64, n_val=2, n_test_per_bin=1,
-    sft_steps=2, batch_size=2, micro_batch=1, warmup=1, eval_every=2, eval_problems=2,  # 2 micro-batches a step
-    prm_problems=2, prm_rollouts=2, prm_agreement_samples=1, prm_steps=1, prm_batch_size=2,
-    prm_eval_problems=1, prm_eval_samples=2,
-    rl_iterations=2, rl_rollouts=2, rl_minibatch=1, rl_eval_every=1,
-    grid_problems=1, grid_problems_other=1)
+    SMALL, n_train=64, n_val=2, n_test_per_bin=1, eval_problems=2,
+    sft=dataclasses.replace(SMALL.sft, steps=2, batch_size=2, micro_batch=1, warmup=1, eval_every=2),  # 2 micro-batches a step
+    prm=dataclasses.replace(SMALL.prm, problems=2, rollouts=2, agreement_samples=1, steps=1, batch_size=2,
+                            eval_problems=1, eval_samples=2),
+    rl=dataclasses.replace(SMALL.rl, iterations=2, rollouts=2, minibatch=1, eval_every=1),
+    search=dataclasses.replace(SMALL.search, grid_problems=1, grid_problems_other=1))
 
 
 @pytest.fixture
@@ -77,5 +77,5 @@ def test_every_stage_runs_with_the_small_presets_task_and_model(tmp_path, monkey
     assert {r["difficulty"] for r in rows} == set(range(1, SMALL.task.max_eval_d + 1))
     assert {r["method"] for r in rows} >= set(search.METHODS)
     assert "preset small_smoke" in (tmp_path / "report.md").read_text()
-    for width in SMALL.sweep_widths:  # run.sh's smaller SFT sizes: whole heads of the preset's head size
+    for width in SMALL.sft.sweep_widths:  # run.sh's smaller SFT sizes: whole heads of the preset's head size
         assert SMALL.model_config(width).n_embd == width

@@ -2,7 +2,9 @@
 variant of the tiny preset's task, then its greedy accuracy, majority vote and pass@16 per
 difficulty bin (search.py's grid, 100 problems per bin). A finished SFT is not run again.
 
-    OMP_NUM_THREADS=1 python results/regime/regime.py NAME n_assign=7 max_train_d=4 block_size=160 sft_steps=2400
+    OMP_NUM_THREADS=1 python results/regime/regime.py NAME n_assign=7 max_train_d=4 block_size=160 sft.steps=2400
+
+A setting is a task field (n_assign), a preset field (block_size) or a section's (sft.steps).
 
 Writes out/regime/NAME/ (data, sft) and out/regime/NAME/regime.json.
 """
@@ -29,7 +31,10 @@ def main():
     task = dataclasses.replace(base.task, **{k: v for k, v in values.items() if k in TASK_KEYS})
     if "max_eval_d" not in values:
         task = dataclasses.replace(task, max_eval_d=min(task.n_assign - 1, task.max_train_d + 2))
-    preset = dataclasses.replace(base, task=task, **{k: v for k, v in values.items() if k not in TASK_KEYS})
+    sections = {k: dataclasses.replace(getattr(base, k), **{f.split(".")[1]: v for f, v in values.items() if f.startswith(k + ".")})
+                for k in {f.split(".")[0] for f in values if "." in f}}
+    preset = dataclasses.replace(base, task=task, **sections,
+                                 **{k: v for k, v in values.items() if k not in TASK_KEYS and "." not in k})
     common.PRESETS[name] = preset
     out = os.path.join("out", "regime", name)
     t0 = time.time()
