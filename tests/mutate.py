@@ -28,6 +28,11 @@ MUTATIONS = [
      "return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)", "return x", "tests/test_model.py"),
     ("Canon made pointwise (no previous positions)", "model.py",
      "for j in range(SHIFT + 1):  # the input j positions back", "for j in range(1):", "tests/test_model.py"),
+    ("a flag given as 0 replaced by the preset's value (`or`, not `is None`)", "common.py",
+     "if getattr(args, f.name, False) is None:", "if not getattr(args, f.name, False):", "tests/test_common.py"),
+    ("every budget of the grid selecting among the whole pool, not its first N samples", "search.py",
+     "select_among(out[n], methods, root, chains[:n], answers[:n], truth, prm, orm, confidence)",
+     "select_among(out[n], methods, root, chains, answers, truth, prm, orm, confidence)", "tests/test_search.py"),
 ]
 
 
