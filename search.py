@@ -536,7 +536,7 @@ def budget_list(text):
     return budgets
 
 
-def main(argv=None):
+def parse_args(argv):
     parser = stage_parser(__doc__)
     parser.add_argument("--method", default="greedy", choices=METHODS + ("all",), help="search method, or all of them (default: greedy)")
     parser.add_argument("--budget", default="1,4,16", help="compute budgets N, comma-separated (default: 1,4,16; --problems uses the largest)")
@@ -555,7 +555,11 @@ def main(argv=None):
     parser.add_argument("--expand", type=int, help="MCTS: steps sampled per expansion, at most N (default: the preset's)")
     parser.add_argument("--c-puct", type=float, help="MCTS: exploration constant of PUCT (default: the preset's)")
     parser.add_argument("--rollout-steps", type=int, help="MCTS: value a leaf by a rollout of this many steps (default: the preset's, 0: the PRM's score)")
-    args = parse(parser, argv, lambda preset, args: preset.search)
+    return parse(parser, argv, lambda preset, args: preset.search)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     budgets = budget_list(args.budget)
     if args.problems and args.method == "all":
         raise UserError("--problems answers with one method: choose one with --method")
