@@ -109,15 +109,15 @@ def bench_training(preset, device, steps=5, attn="sdpa"):
 def attention_backends():
     """name -> f(q, k, v) for causal attention; `cuda` only where kernels.cu can run."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    import model
+    import attention
 
     def sdpa_flash(q, k, v):
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
-    backends = {"cuda": model.FlashAttentionCUDA.apply, "sdpa": sdpa_flash, "math": lambda q, k, v: model.attention(q, k, v, "math")}
+    backends = {"cuda": attention.FlashAttentionCUDA.apply, "sdpa": sdpa_flash, "math": lambda q, k, v: attention.attention(q, k, v, "math")}
     probe = torch.zeros(1, 1, 64, 64, device="cuda", dtype=torch.bfloat16)
-    reason = model.cuda_kernel_unavailable() or model._flash_refuses(probe, probe, probe, None)
+    reason = attention.cuda_kernel_unavailable() or attention._flash_refuses(probe, probe, probe, None)
     if reason:
         print(f"attention: kernels.cu cannot run here ({reason}); timing sdpa and math only")
         del backends["cuda"]

@@ -17,7 +17,8 @@ import torch.distributed as dist
 from data.task import BACK, EOT, PAD, ProblemError, TaskConfig, parse_problem, prompt_text
 from data.tokenizer import encode, decode, fingerprint, get_tokenizer, special_id
 from data.verify import verify
-from model import ATTENTION_BACKENDS, CheckpointError, GPTConfig, generate
+from attention import ATTENTION_BACKENDS
+from model import CheckpointError, GPTConfig, generate
 
 
 # ----------------------------------------------------------------------------- presets

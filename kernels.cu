@@ -3,7 +3,7 @@
 // This is FlashAttention-2 (Dao 2023, "FlashAttention-2: Faster Attention with Better
 // Parallelism and Work Partitioning"), algorithms 1 (forward) and 2 (backward), for causal
 // self-attention in bf16 with fp32 accumulation on the tensor cores (mma.sync, sm_80 and newer).
-// model.py builds it on first use with torch.utils.cpp_extension (`--attn cuda`) and holds a
+// attention.py builds it on first use with torch.utils.cpp_extension (`--attn cuda`) and holds a
 // PyTorch mirror of the same tiled algorithm (TiledAttention): read that first, it is the same
 // loops without the hardware details, and the CPU tests check it against plain softmax(QK^T)V.
 //

@@ -1,4 +1,4 @@
-// kernels_binding.cpp: the PyTorch binding of kernels.cu, which model.py builds with it through
+// kernels_binding.cpp: the PyTorch binding of kernels.cu, which attention.py builds with it through
 // torch.utils.cpp_extension (the host C++ compiler builds this file, nvcc kernels.cu). It checks
 // the tensors, allocates the outputs and calls the two launchers. The CUDA stream comes from
 // Python (torch.cuda.current_stream().cuda_stream, passed on as a void*) and the caller sets the

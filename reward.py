@@ -4,15 +4,26 @@ The process reward model (PRM) and the outcome reward model (ORM) are GPTs whose
 is read at chosen positions of a prompt + solution token sequence: the PRM at every step end,
 where sigmoid(score) is the probability that the step and every step still standing before it
 are right; the ORM at the last token, where it is the probability that the final answer is
-right. train_prm.py trains both; search.py and train_rl.py score with these functions.
+right. train_prm.py trains both; search.py loads them (load_reward_model) and, with train_rl.py,
+scores with these functions.
 """
 import math
 
 import torch
 
-from common import autocast
+from common import UserError, autocast
 from data.task import EOT, PAD, STEP
 from data.tokenizer import special_id
+from model import load_checkpoint, model_from_checkpoint
+
+
+def load_reward_model(path, policy, attn, device):
+    """A trained PRM or ORM, ready to score the policy's chains; refused if it reads fewer tokens
+    than the policy writes."""
+    model = model_from_checkpoint(load_checkpoint(path), attn)
+    if model.cfg.block_size < policy.cfg.block_size:
+        raise UserError(f"{path} reads {model.cfg.block_size} tokens, the policy writes up to {policy.cfg.block_size}: retrain it")
+    return model.to(device).eval()
 
 
 def step_ends(tokens, start=0):

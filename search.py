@@ -59,7 +59,7 @@ from data.task import EOT, PAD, STEP, ProblemError, difficulty, parse_problem, p
 from data.tokenizer import decode, encode, special_id
 from data.verify import verify
 from model import generate, load_checkpoint, model_from_checkpoint
-from reward import aggregate, outcome_scores, span_minima
+from reward import aggregate, load_reward_model, outcome_scores, span_minima
 
 METHODS = ("greedy", "majority", "bon-prm", "prm-vote", "bon-orm", "bon-confidence", "beam", "mcts")
 SAMPLED = ("majority", "bon-prm", "prm-vote", "bon-orm", "bon-confidence")  # these share one set of N samples
@@ -344,28 +344,28 @@ def run_sampled(setup, methods, prompts, problems, budgets):
     pool of max(budgets) samples per problem: budget n selects among the pool's first n, so the
     budgets are compared on the same samples (as Lightman et al. subsample their pool of 1860), and
     each pays for the n chains it saw. Returns {n: {method: [Outcome per problem]}}."""
-    pool = max(budgets)
+    pool, with_prm = max(budgets), any(m in methods for m in ("bon-prm", "prm-vote"))
     roots = [new_root(prompt) for prompt in prompts]
     leaves = complete([root for root in roots for _ in range(pool)], setup.extend)
-    if any(m in methods for m in ("bon-prm", "prm-vote")):
+    if with_prm:
         setup.score([path(leaf) for leaf in leaves])
     orm_scores = score_outcomes(setup.orm, leaves) if "bon-orm" in methods else None
     out = {n: defaultdict(list) for n in budgets}
     for i, (root, problem) in enumerate(zip(roots, problems)):
         chains = leaves[i * pool:(i + 1) * pool]
-        answers = [answer_of(leaf, problem, setup.p) for leaf in chains]
-        truth = values(problem, setup.p)[problem.query]
-        prm = [chain_score(leaf, setup.args.aggregate) for leaf in chains] if "bon-prm" in methods or "prm-vote" in methods else None
-        orm = orm_scores[i * pool:(i + 1) * pool] if orm_scores is not None else None
-        confidence = [min(node.lowest_logprob for node in path(leaf)) for leaf in chains]
+        scores = {"bon-prm": [chain_score(leaf, setup.args.aggregate) for leaf in chains] if with_prm else None,
+                  "bon-orm": orm_scores[i * pool:(i + 1) * pool] if orm_scores is not None else None,
+                  "bon-confidence": [min(node.lowest_logprob for node in path(leaf)) for leaf in chains]
+                  if "bon-confidence" in methods else None}
+        answers, truth = [answer_of(leaf, problem, setup.p) for leaf in chains], values(problem, setup.p)[problem.query]
         for n in budgets:
-            select_among(out[n], methods, root, chains[:n], answers[:n], truth, prm, orm, confidence)
+            select_among(out[n], root, chains[:n], answers[:n], truth, {m: s[:n] for m, s in scores.items() if s is not None})
     return out
 
 
-def select_among(out, methods, root, chains, answers, truth, prm, orm, confidence):
-    """Every sampled method's pick among one problem's n chains (ties: the first sample), into out."""
-    n = len(chains)
+def select_among(out, root, chains, answers, truth, scores):
+    """Every sampled method's pick among one problem's chains, into out; scores: {best-of-N method:
+    a score per chain}, the highest picked (ties: the first sample)."""
     generated = sum(len(leaf.sequence) - leaf.prompt_len for leaf in chains)
     read = sum(len(leaf.sequence) for leaf in chains)  # a reward model reads each whole chain once
     sampled, scored = Compute(generated), Compute(generated, read)
@@ -377,16 +377,11 @@ def select_among(out, methods, root, chains, answers, truth, prm, orm, confidenc
     counts = ", ".join(f"{a} x{answers.count(a)}" for a in sorted(set(answers) - {None}))
     outcome("majority", vote(answers), None, sampled, f"votes: {counts or 'no answers'}")
     outcome("pass@n", truth if truth in answers else answers[0], None, sampled)
-    if prm is not None:
-        best = max(range(n), key=lambda j: prm[j])
-        outcome("bon-prm", answers[best], chains[best], scored)
-        outcome("prm-vote", vote(answers, prm[:n]), None, scored)
-    if "bon-confidence" in methods:
-        best = max(range(n), key=lambda j: confidence[j])
-        outcome("bon-confidence", answers[best], chains[best], sampled)
-    if orm is not None:
-        best = max(range(n), key=lambda j: orm[j])
-        outcome("bon-orm", answers[best], chains[best], scored)
+    for method, s in scores.items():
+        best = max(range(len(chains)), key=lambda j: s[j])
+        outcome(method, answers[best], chains[best], sampled if method == "bon-confidence" else scored)
+    if "bon-prm" in scores:
+        outcome("prm-vote", vote(answers, scores["bon-prm"]), None, scored)
 
 
 def run_method(setup, method, prompts, problems, n, greedy=None):
@@ -519,13 +514,6 @@ def answer_file(setup, method, path_, task, block_size, n, show_all):
 
 # ----------------------------------------------------------------------------- main
 
-def load_reward_model(path, policy, attn, device):
-    model = model_from_checkpoint(load_checkpoint(path), attn)
-    if model.cfg.block_size < policy.cfg.block_size:
-        raise UserError(f"{path} reads {model.cfg.block_size} tokens, the policy writes up to {policy.cfg.block_size}: retrain it")
-    return model.to(device).eval()
-
-
 def budget_list(text):
     try:
         budgets = [int(b) for b in text.split(",")]
@@ -571,12 +559,12 @@ def main(argv=None):
 
     methods = list(METHODS) if args.method == "all" else [args.method]
     prm_path, orm_path = os.path.join(args.out, "prm", "ckpt.pt"), os.path.join(args.out, "prm", "orm.pt")
-    missing = [m for m in methods if (m in NEEDS_PRM and not os.path.exists(prm_path)) or (m == "bon-orm" and not os.path.exists(orm_path))]
+    needs = {m: prm_path if m in NEEDS_PRM else orm_path for m in methods if m in NEEDS_PRM or m == "bon-orm"}
+    missing = [m for m, f in needs.items() if not os.path.exists(f)]
     if missing and args.method != "all":
-        raise UserError(f"--method {args.method} needs {orm_path if args.method == 'bon-orm' else prm_path}: run python train_prm.py --preset {args.preset} --out {args.out} first")
+        raise UserError(f"--method {args.method} needs {needs[args.method]}: run python train_prm.py --preset {args.preset} --out {args.out} first")
     if missing:
-        files = [f for f, needed in ((prm_path, set(missing) & set(NEEDS_PRM)), (orm_path, "bon-orm" in missing)) if needed and not os.path.exists(f)]
-        print(f"skipping {', '.join(missing)}: no {' and no '.join(files)} (run train_prm.py first)")
+        print(f"skipping {', '.join(missing)}: no {' and no '.join(dict.fromkeys(needs[m] for m in missing))} (run train_prm.py first)")
         methods = [m for m in methods if m not in missing]
     prm = load_reward_model(prm_path, policy, args.attn, d.device) if set(methods) & set(NEEDS_PRM) else None
     orm = load_reward_model(orm_path, policy, args.attn, d.device) if "bon-orm" in methods else None

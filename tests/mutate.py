@@ -31,8 +31,8 @@ MUTATIONS = [
     ("a flag given as 0 replaced by the preset's value (`or`, not `is None`)", "common.py",
      "if getattr(args, f.name, False) is None:", "if not getattr(args, f.name, False):", "tests/test_common.py"),
     ("every budget of the grid selecting among the whole pool, not its first N samples", "search.py",
-     "select_among(out[n], methods, root, chains[:n], answers[:n], truth, prm, orm, confidence)",
-     "select_among(out[n], methods, root, chains, answers, truth, prm, orm, confidence)", "tests/test_search.py"),
+     "select_among(out[n], root, chains[:n], answers[:n], truth, {m: s[:n] for m, s in scores.items() if s is not None})",
+     "select_among(out[n], root, chains, answers, truth, {m: s for m, s in scores.items() if s is not None})", "tests/test_search.py"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Flash attention: the PyTorch mirror of the tiled algorithm (model.TiledAttention), the `cuda`
+"""Flash attention: the PyTorch mirror of the tiled algorithm (attention.TiledAttention), the `cuda`
 switch and its fallbacks (the self-check on first use, a build that cannot happen), kernels.cu
 compiled by nvcc and its binding by c++, and (on a GPU) kernels.cu itself inside the model."""
 import os
@@ -11,8 +11,8 @@ import warnings
 import pytest
 import torch
 
-import model as model_lib
-from model import TiledAttention, attention, cuda_kernel_unavailable
+import attention as attention_lib
+from attention import TiledAttention, attention, cuda_kernel_unavailable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # odd lengths against tile sizes: one row, partial tiles, one short of a tile and one past it, square and
@@ -35,7 +35,7 @@ def random_qkv(T, B=2, H=3, D=8, dtype=torch.float32, seed=0, device="cpu"):
 
 
 # with_grads(fn, q, k, v, do): fn(q, k, v) and dq, dk, dv for the upstream gradient do
-with_grads = model_lib._outputs_and_gradients
+with_grads = attention_lib._outputs_and_gradients
 
 
 # ----------------------------------------------------------------------------- the PyTorch mirror (CPU)
@@ -52,7 +52,7 @@ def test_tiled_attention_matches_math_forward_and_gradients(T, blocks):
 
 def test_tiled_attention_saves_the_log_sum_exp_of_each_row():
     q, k, v = random_qkv(37)
-    _, lse = model_lib._flash_forward(q, k, v, 16, 16)
+    _, lse = attention_lib._flash_forward(q, k, v, 16, 16)
     scores = (q @ k.transpose(-2, -1)) / q.size(-1) ** 0.5
     scores = scores.masked_fill(~torch.ones(37, 37, dtype=torch.bool).tril(), float("-inf"))
     assert torch.allclose(lse, torch.logsumexp(scores, -1), atol=1e-5)
@@ -92,8 +92,8 @@ def test_tiled_attention_stays_finite_for_large_logits():
 # ----------------------------------------------------------------------------- the switch and its fallback
 
 def forget_cuda_warnings():
-    for key in [key for key in model_lib._warned if key.startswith("cuda")]:
-        model_lib._warned.discard(key)
+    for key in [key for key in attention_lib._warned if key.startswith("cuda")]:
+        attention_lib._warned.discard(key)
 
 
 def test_cuda_backend_on_cpu_tensors_falls_back_to_sdpa_with_one_warning():
@@ -122,10 +122,10 @@ def test_cuda_backend_resolves_to_sdpa_with_a_warning_only_where_the_kernel_cann
     if reason is None:  # a GPU that can run kernels.cu: no fallback, and nothing to warn about
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            assert model_lib.resolve_attention("cuda") == "cuda"
+            assert attention_lib.resolve_attention("cuda") == "cuda"
     else:
         with pytest.warns(UserWarning, match=re.escape(reason)):
-            assert model_lib.resolve_attention("cuda") == "sdpa"
+            assert attention_lib.resolve_attention("cuda") == "sdpa"
 
 
 # ----------------------------------------------------------------------------- the self-check on first use
@@ -147,9 +147,9 @@ def kernel_stand_in(monkeypatch):
     FlashAttentionCUDA.apply runs flash; returns the placeholder and the list of flash's calls."""
     def install(flash):
         built, calls = object(), []
-        monkeypatch.setattr(model_lib, "_extension", None)
-        monkeypatch.setattr(model_lib, "_build_kernels", lambda: built)
-        monkeypatch.setattr(model_lib.FlashAttentionCUDA, "apply", lambda q, k, v: calls.append(q.shape) or flash(q, k, v))
+        monkeypatch.setattr(attention_lib, "_extension", None)
+        monkeypatch.setattr(attention_lib, "_build_kernels", lambda: built)
+        monkeypatch.setattr(attention_lib.FlashAttentionCUDA, "apply", lambda q, k, v: calls.append(q.shape) or flash(q, k, v))
         forget_cuda_warnings()
         return built, calls
     return install
@@ -160,17 +160,17 @@ def test_a_kernel_as_accurate_as_sdpa_passes_its_self_check_silently(kernel_stan
     rng = torch.get_rng_state()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert model_lib._flash_extension("cpu") is built
+        assert attention_lib._flash_extension("cpu") is built
     assert [shape[-1] for shape in calls] == [64, 128]  # both head dims checked, once
     assert torch.equal(torch.get_rng_state(), rng)  # the training's random stream is untouched
-    assert model_lib._flash_extension("cpu") is built and len(calls) == 2
+    assert attention_lib._flash_extension("cpu") is built and len(calls) == 2
 
 
 @pytest.mark.parametrize("wrong, names", [(one_key_too_many, ["out", "dq", "dk", "dv"]), (dq_ten_percent_too_large, ["dq"])])
 def test_a_wrong_kernel_fails_its_self_check_with_the_numbers_and_sdpa_is_used_from_then_on(kernel_stand_in, wrong, names):
     _, calls = kernel_stand_in(wrong)
     with pytest.warns(UserWarning) as caught:
-        reason = model_lib._flash_extension("cpu")
+        reason = attention_lib._flash_extension("cpu")
     assert len(caught) == 1 and str(caught[0].message) == f"--attn cuda: {reason}; using sdpa"
     assert reason.startswith("kernels.cu failed its self-check against sdpa (causal, B=2, H=3, T=200, D=64; ")
     number = r"\d\.\de[-+]\d\d"
@@ -179,7 +179,7 @@ def test_a_wrong_kernel_fails_its_self_check_with_the_numbers_and_sdpa_is_used_f
     assert all(float(ours) > 2 * float(sdpa) for _, ours, sdpa in found)
     with warnings.catch_warnings():  # from then on: the same verdict, no second check, no second warning
         warnings.simplefilter("error")
-        assert model_lib._flash_extension("cpu") == reason and len(calls) == 1
+        assert attention_lib._flash_extension("cpu") == reason and len(calls) == 1
 
 
 def test_a_kernel_that_raises_fails_its_self_check_in_one_line(kernel_stand_in):
@@ -187,7 +187,7 @@ def test_a_kernel_that_raises_fails_its_self_check_in_one_line(kernel_stand_in):
         raise RuntimeError("flash attention forward failed: invalid device function\nException raised from ...")
     kernel_stand_in(launch_failure)
     with pytest.warns(UserWarning, match="self-check: RuntimeError: flash attention forward failed: invalid device function; using sdpa$"):
-        assert isinstance(model_lib._flash_extension("cpu"), str)
+        assert isinstance(attention_lib._flash_extension("cpu"), str)
 
 
 # ----------------------------------------------------------------------------- a clear first build
@@ -215,33 +215,33 @@ def toolchain(monkeypatch, tmp_path):
 
 
 def test_a_complete_toolchain_or_a_minor_cuda_mismatch_is_no_build_problem(toolchain):
-    assert model_lib._build_problem() is None
+    assert attention_lib._build_problem() is None
     toolchain("12.4")  # cpp_extension only warns when the minor versions differ
-    assert model_lib._build_problem() is None
+    assert attention_lib._build_problem() is None
 
 
 def test_each_missing_piece_of_the_toolchain_is_named_with_its_fix(toolchain, monkeypatch, tmp_path):
     from torch.utils import cpp_extension
     toolchain("13.0")
-    assert model_lib._build_problem() == (f"{tmp_path}/bin/nvcc is CUDA 13.0, this torch is built with CUDA 12.8: "
+    assert attention_lib._build_problem() == (f"{tmp_path}/bin/nvcc is CUDA 13.0, this torch is built with CUDA 12.8: "
                                           "set CUDA_HOME to a CUDA 12.x toolkit, or install a torch built for CUDA 13")
     monkeypatch.setattr(cpp_extension, "CUDA_HOME", None)
-    assert model_lib._build_problem() == ("no nvcc: install the CUDA 12.8 toolkit and set CUDA_HOME to it "
+    assert attention_lib._build_problem() == ("no nvcc: install the CUDA 12.8 toolkit and set CUDA_HOME to it "
                                           "(or put its bin/ on the PATH)")
     monkeypatch.setenv("CXX", "no-such-c++")
-    assert model_lib._build_problem() == "no C++ compiler 'no-such-c++': install g++ (apt install g++) or set CXX to one"
+    assert attention_lib._build_problem() == "no C++ compiler 'no-such-c++': install g++ (apt install g++) or set CXX to one"
     monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: False)
-    assert model_lib._build_problem() == "ninja is missing (cpp_extension builds with it): pip install ninja"
+    assert attention_lib._build_problem() == "ninja is missing (cpp_extension builds with it): pip install ninja"
 
 
 def test_a_build_problem_is_one_warning_and_no_build(toolchain, monkeypatch):
     from torch.utils import cpp_extension
     monkeypatch.setattr(cpp_extension, "is_ninja_available", lambda: False)
     monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: pytest.fail("a build was tried"))
-    monkeypatch.setattr(model_lib, "_extension", None)
+    monkeypatch.setattr(attention_lib, "_extension", None)
     forget_cuda_warnings()
     with pytest.warns(UserWarning) as caught:
-        assert model_lib._flash_extension() == "kernels.cu cannot be built: ninja is missing (cpp_extension builds with it): pip install ninja"
+        assert attention_lib._flash_extension() == "kernels.cu cannot be built: ninja is missing (cpp_extension builds with it): pip install ninja"
     assert [str(w.message) for w in caught] == [
         "--attn cuda: kernels.cu cannot be built: ninja is missing (cpp_extension builds with it): pip install ninja; using sdpa"]
 
@@ -279,7 +279,7 @@ def test_a_failed_build_says_the_first_line_of_the_failed_command(toolchain, mon
     def failing_load(**kwargs):
         raise RuntimeError(log)
     monkeypatch.setattr(cpp_extension, "load", failing_load)
-    assert model_lib._build_kernels() == f"kernels.cu did not build: {line}"
+    assert attention_lib._build_kernels() == f"kernels.cu did not build: {line}"
 
 
 # ----------------------------------------------------------------------------- kernels.cu compiles (nvcc)
@@ -323,9 +323,9 @@ def flash():
     reason = cuda_kernel_unavailable()
     if reason:
         pytest.skip(reason)
-    extension = model_lib._flash_extension()
+    extension = attention_lib._flash_extension()
     assert not isinstance(extension, str), extension
-    return model_lib.FlashAttentionCUDA.apply
+    return attention_lib.FlashAttentionCUDA.apply
 
 
 @pytest.mark.gpu
@@ -334,7 +334,7 @@ def flash():
 def test_cuda_kernel_is_as_accurate_as_sdpa_in_bf16(flash, T, D):
     q, k, v = random_qkv(T, B=2, H=3, D=D, device="cuda")
     do = torch.randn(q.shape, generator=torch.Generator().manual_seed(1)).cuda()
-    for name, (ours, sdpa) in model_lib.flash_errors(flash, q, k, v, do).items():
+    for name, (ours, sdpa) in attention_lib.flash_errors(flash, q, k, v, do).items():
         assert ours <= 2 * sdpa + 1e-4, f"{name}: error {ours:.2e}, SDPA's {sdpa:.2e}"
 
 
@@ -373,9 +373,9 @@ def test_cuda_kernel_backward_is_deterministic(flash, D):
 @pytest.mark.gpu
 def test_model_uses_the_kernel_under_autocast(flash):
     forget_cuda_warnings()
-    cfg = model_lib.GPTConfig(vocab_size=300, block_size=128, n_layer=2, n_head=2, n_embd=128)  # head dim 64
+    cfg = attention_lib.GPTConfig(vocab_size=300, block_size=128, n_layer=2, n_head=2, n_embd=128)  # head dim 64
     torch.manual_seed(0)
-    net = model_lib.GPT(cfg, attn="cuda").cuda()
+    net = attention_lib.GPT(cfg, attn="cuda").cuda()
     assert net.attn == "cuda"
     x = torch.randint(0, 300, (2, 100), device="cuda")
     with warnings.catch_warnings():

@@ -1,10 +1,11 @@
-"""The GPT, its attention backends, KV-cache generation and checkpoints (model.py)."""
+"""The GPT, KV-cache generation and checkpoints (model.py), and the attention backends it switches between."""
 import pytest
 import torch
 
 from data.tokenizer import get_tokenizer, special_id
-from model import (SHIFT, Canon, CheckpointError, GPT, GPTConfig, KVCache, apply_rope, attention, generate, load_checkpoint,
-                   model_from_checkpoint, resolve_attention, rope_tables, sample_next, save_checkpoint)
+from attention import attention, resolve_attention
+from model import (SHIFT, Canon, CheckpointError, GPT, GPTConfig, KVCache, apply_rope, generate, load_checkpoint,
+                   model_from_checkpoint, rope_tables, sample_next, save_checkpoint)
 
 PAD, EOT = special_id("<|pad|>"), special_id("<|endoftext|>")
 VOCAB = get_tokenizer().n_vocab
