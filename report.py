@@ -75,15 +75,18 @@ def prm_section(prm, grid):
         return f"{r['accuracy']:.2f} ({r['interval'][0]:.2f}-{r['interval'][1]:.2f})" if r else "n/a"
 
     rows = [[b, r["samples"], pct(r["step_auroc_prm"]), pct(r["step_auroc_confidence"]), pct(r["outcome_auroc_orm"]),
-             pct(r["outcome_auroc_prm"]), pct(r["prm_first_error_lowest_rate"]), pct(r["confidence_first_error_lowest_rate"]),
-             pct(r["prm_first_error_found_rate"])] + [cell(m, b) for m, _ in picks]
+             pct(r["outcome_auroc_prm"]), pct(r.get("prm_first_error_located_rate")), pct(r.get("confidence_first_error_located_rate")),
+             pct(r["prm_first_error_lowest_rate"]), pct(r["prm_first_error_found_rate"])] + [cell(m, b) for m, _ in picks]
             for b, r in prm["verifiers_by_difficulty"].items()]
-    header = ["d", "samples", "step AUROC PRM", "confidence", "outcome AUROC ORM", "PRM", "first error lowest PRM",
-              "confidence", "PRM's first < 1/2"] + [f"best-of-{n} {name}" for _, name in picks]
+    header = ["d", "samples", "step AUROC PRM", "confidence", "outcome AUROC ORM", "PRM", "first error located PRM",
+              "confidence", "PRM's lowest", "PRM's first < 1/2"] + [f"best-of-{n} {name}" for _, name in picks]
     return "\n".join([f"The PRM learned from {prm['labels']} labels on {prm['train_solutions']} of the policy's own solutions "
                       f"(every token labelled; a step scores its weakest token). AUROC against the oracle, on "
                       f"{prm['eval_samples_per_problem']} samples of the SFT policy per test problem (temperature "
-                      f"{prm['temperature']}); best-of-{n} from the search grid, with 95% intervals:", "",
+                      f"{prm['temperature']}). The first error: of the solutions with one, how often the first wrong "
+                      f"step is the one a verifier locates (the largest drop of its running lowest score: its most likely "
+                      f"first error), the PRM's lowest-scored step (a later step, also labelled wrong, may rightly score "
+                      f"lower) and the PRM's first step below 1/2. Best-of-{n} from the search grid, with 95% intervals:", "",
                       table(header, rows)])
 
 
@@ -152,7 +155,6 @@ def scaling_table(rows, max_train_d):
             wins.append(f"N={budget}: {'/'.join(r['method'] for r in cands if r['accuracy'] == top)} ({top:.3f})")
         lines.append(f"- d={d}: " + "; ".join(wins))
     return "\n".join(lines)
-
 
 
 def compute_section(metrics):
@@ -334,8 +336,8 @@ def self_correction_section(out):
 
 
 def rl_section(out):
-    """RL against SFT per bin on the grids' problems: greedy (pass@1), majority of N and pass@N,
-    with paired intervals (DeepSeekMath, section 5.2.2: RL raised maj@K, not pass@K: it sharpens
+    """RL against SFT per bin on the grids' problems: greedy (pass@1), majority of K (maj@K) and
+    pass@K for the budgets K >= 8 both grids ran, with paired intervals (DeepSeekMath, section 5.2.2: RL raised maj@K, not pass@K: it sharpens
     what the policy can already sample; it does not teach new solutions)."""
     rl, sft_rows, rl_rows = load(out, "rl"), load(out, "search", "scaling.json"), load(out, "search_rl", "scaling.json")
     if not rl:
@@ -345,21 +347,22 @@ def rl_section(out):
                                                                               if rl["best_iteration"] == 0 else "")
              + (f"; {rl['stopped']}" if rl.get("stopped") else "") + ".", ""]
     if sft_rows and rl_rows:
-        n = max(r["budget"] for r in rl_rows)
+        both = {r["budget"] for r in rl_rows} & {r["budget"] for r in sft_rows}
+        ks = [k for k in sorted(both) if k >= 8] or [max(both)]  # DeepSeekMath's maj@K and pass@K, K = 8 and up
         rows = []
         for d in sorted({r["difficulty"] for r in rl_rows}):
             cells = [d]
-            for method, budget in (("greedy", 1), ("majority", n), ("pass@n", n)):
+            for method, budget in [("greedy", 1)] + [(m, k) for k in ks for m in ("majority", "pass@n")]:
                 a, b = grid_outcomes(rl_rows, method, budget, [d]), grid_outcomes(sft_rows, method, budget, [d])
                 c = claim("", "", a, "", b)
                 cells += [f"{c['accuracy_b']:.3f} -> {c['accuracy_a']:.3f}", f"{c['difference']:+.3f} ({c['interval'][0]:+.3f}, "
                           f"{c['interval'][1]:+.3f})"] if "difference" in c else ["-", "-"]
             rows.append(cells)
+        header = ["d", "pass@1 (greedy)", "change"] + [h for k in ks for h in (f"maj@{k}", "change", f"pass@{k}", "change")]
         lines += ["SFT -> RL on the same test problems (temperature 1 for the samples); change with its 95% paired interval:", "",
-                  table(["d", "pass@1 (greedy)", "change", f"majority of {n}", "change", f"pass@{n}", "change"], rows), ""]
+                  table(header, rows), ""]
     plotted = os.path.exists(os.path.join(out, "rl", "training.png"))
     return "\n".join(lines + (["![RL training](rl/training.png)"] if plotted else [])).strip()
-
 
 
 # ----------------------------------------------------------------------------- the o1 phenomena, judged
@@ -404,7 +407,9 @@ def judge(out, max_train_d):
     at = lambda method, budget=n: grid_outcomes(grid, method, budget, bins)  # noqa: E731
     rl = load(out, "rl")
     claims = [
-        claim("accuracy rises with test-time compute", f"majority of {n}", at("majority"), "greedy", at("greedy", 1)),
+        claim("accuracy rises with test-time compute", f"PRM-weighted vote of {n}", at("prm-vote"), "greedy", at("greedy", 1)),
+        claim("a vote alone, no verifier, beats greedy (self-consistency)", f"majority of {n}", at("majority"), "greedy",
+              at("greedy", 1)),
         claim("an outcome verifier picks better than a vote", f"ORM best-of-{n}", at("bon-orm"), f"majority of {n}", at("majority")),
         claim("process reward beats outcome reward", f"PRM best-of-{n}", at("bon-prm"), f"ORM best-of-{n}", at("bon-orm")),
         claim("a trained verifier beats the policy's own confidence", f"PRM best-of-{n}", at("bon-prm"),
@@ -412,6 +417,8 @@ def judge(out, max_train_d):
     ]
     if top != n:  # best-of-N beyond the common budget: does selection keep paying, or over-optimise (Gao et al.)?
         claims += [
+            claim("accuracy keeps rising with test-time compute", f"PRM-weighted vote of {top}", at("prm-vote", top),
+                  f"PRM-weighted vote of {n}", at("prm-vote")),
             claim("process reward beats outcome reward", f"PRM best-of-{top}", at("bon-prm", top), f"ORM best-of-{top}", at("bon-orm", top)),
             claim("PRM best-of-N holds as N grows", f"PRM best-of-{top}", at("bon-prm", top), f"PRM best-of-{n}", at("bon-prm"),
                   note=f"PRM best-of-{top} against best-of-{n}: within noise means it holds; not shown, that it falls"),

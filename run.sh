@@ -69,7 +69,7 @@ verifier_and_search() {
   stage prm "$OUT/prm/metrics.json" "$OUT/sft/metrics.json" \
     "$PY" train_prm.py "${common[@]}"
   stage "search (sft policy)" "$OUT/search/scaling.json" "$OUT/prm/metrics.json" \
-    "$PY" search.py "${common[@]}" --method all --budget 1,4,16,64 --max-tree-budget 16 --policy sft  # best-of-64: over-optimisation?
+    "$PY" search.py "${common[@]}" --method all --budget 1,4,8,16,64 --max-tree-budget 16 --policy sft  # best-of-64: over-optimisation?
 }
 extra_policies_and_rl() {
   for W in $WIDTHS; do  # train-time against test-time compute: the same SFT at a smaller width, and its grid
@@ -87,7 +87,7 @@ extra_policies_and_rl() {
   stage rl "$OUT/rl/metrics.json" "$OUT/prm/metrics.json" \
     "$PY" train_rl.py "${common[@]}" $(resume_flag "$OUT/rl/ckpt.pt")
   stage "search (rl policy)" "$OUT/search_rl/scaling.json" "$OUT/rl/metrics.json" \
-    "$PY" search.py "${common[@]}" --method majority --budget 1,4,16 --policy rl  # sharpening or learning?
+    "$PY" search.py "${common[@]}" --method majority --budget 1,4,8,16 --policy rl  # sharpening or learning?
 }
 stage sft "$OUT/sft/metrics.json" "$OUT/data/meta.json" \
   "$PY" train_sft.py "${common[@]}" $(resume_flag "$OUT/sft/ckpt.pt")

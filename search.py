@@ -23,7 +23,7 @@ steps per beam-search round, and for MCTS a budget of N times the tokens of the 
 the same problem (the greedy chain, which sets the budget, is counted in). So the methods are
 compared at matched generated tokens; the tables print what each really spent.
 
-    python search.py --preset tiny --out out/tiny --method all --budget 1,4,16,64 --max-tree-budget 16  # the grid
+    python search.py --preset tiny --out out/tiny --method all --budget 1,4,8,16,64 --max-tree-budget 16  # the grid
     python search.py --preset tiny --out out/tiny --method mcts --budget 8 --problems my.txt --show
 
 The grid answers the first --per-bin test problems of every difficulty bin (in range and beyond

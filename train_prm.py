@@ -24,9 +24,10 @@ twice: as a reward for RL (train_rl.py) and to steer search at test time (search
    answer's correctness at every token (Cobbe et al. 2021) and is read at the last.
 4. Evaluate the verifiers head to head on the policy's own samples of test problems, per bin:
    step AUROC against the oracle of the PRM and of the policy's confidence (no training: its
-   least likely token so far), outcome AUROC of the ORM, how often the first wrong step is the
-   lowest-scored and the first scored below 1/2. What each verifier buys in best-of-N is
-   search.py's grid: selection lives there.
+   least likely token so far), outcome AUROC of the ORM, and where each puts the first error: how
+   often the first wrong step is the step it locates (its largest drop), its lowest-scored, and
+   its first scored below 1/2. What each verifier buys in best-of-N is search.py's grid:
+   selection lives there.
 
     python train_prm.py --preset tiny --out out/tiny                  # reads out/tiny/{data,sft}
     python train_prm.py --preset tiny --out out/tiny --labels mc-hard # learn from rollouts, no oracle
@@ -281,23 +282,39 @@ def confidence_scores(s):
     return scores
 
 
+def located_first_error(scores, top):
+    """The step a verifier puts the first error at. Its scores made non-increasing (m_j, the lowest
+    of steps 0..j: the solution so far is right only if every step so far is) estimate P(steps 0..j
+    right), so the drop m_{j-1} - m_j, from m_{-1} = top, is its chance that the first error is step
+    j; the located step is the largest drop (the earliest of a tie)."""
+    drops, m = [], top
+    for q in scores:
+        drops.append(m - min(m, q))
+        m = min(m, q)
+    return drops.index(max(drops))
+
+
 def first_error_rates(samples, key):
     """Among solutions with a wrong step and at least two steps: how often the first wrong step
-    is the lowest-scored (the earliest lowest, as scores that follow the first-error rule tie after
-    it), how often it is the first step scored below 1/2 (ProcessBench's rule, Zheng et al. 2024;
+    is the one the verifier locates (located_first_error), the lowest-scored (the earliest lowest;
+    a strict test, as the first-error rule labels every later step wrong too, so a later step may
+    rightly score lower), the first step scored below 1/2 (ProcessBench's rule, Zheng et al. 2024;
     for probabilities only), and what picking a step at random would score."""
-    lowest, found, chance, n = 0, 0, 0.0, 0
+    top = 0.0 if key == "confidence" else 1.0  # the highest score: log-probability 0, probability 1
+    located, lowest, found, chance, n = 0, 0, 0, 0.0, 0
     for s in samples:
         scores = s.scores[key]
         if 0 not in s.labels or len(scores) < 2:
             continue
         first = s.labels.index(0)
+        located += located_first_error(scores, top) == first
         lowest += scores.index(min(scores)) == first
         found += next((j for j, q in enumerate(scores) if q < 0.5), None) == first
         chance += 1 / len(scores)
         n += 1
-    return {"first_error_lowest_rate": lowest / n if n else None, "first_error_found_rate": found / n if n else None,
-            "first_error_lowest_chance": chance / n if n else None, "first_error_solutions": n}
+    rate = (lambda hits: hits / n if n else None)
+    return {"first_error_located_rate": rate(located), "first_error_lowest_rate": rate(lowest), "first_error_found_rate": rate(found),
+            "first_error_lowest_chance": rate(chance), "first_error_solutions": n}
 
 
 def verifier_table(samples, bins):
@@ -510,8 +527,8 @@ def verifier_summary(rows, train_max_d):
     return "\n".join(
         f"prm: d={b}{' (beyond training)' if int(b) > train_max_d else ''}: step AUROC PRM {fmt(r['step_auroc_prm'])}, "
         f"confidence {fmt(r['step_auroc_confidence'])}; outcome AUROC ORM {fmt(r['outcome_auroc_orm'])}, PRM "
-        f"{fmt(r['outcome_auroc_prm'])}; first error lowest-scored {fmt(r['prm_first_error_lowest_rate'])}, "
-        f"first below 1/2 {fmt(r['prm_first_error_found_rate'])}" for b, r in rows.items())
+        f"{fmt(r['outcome_auroc_prm'])}; first error located {fmt(r['prm_first_error_located_rate'])} (lowest-scored "
+        f"{fmt(r['prm_first_error_lowest_rate'])}), first below 1/2 {fmt(r['prm_first_error_found_rate'])}" for b, r in rows.items())
 
 
 if __name__ == "__main__":

@@ -76,6 +76,18 @@ def test_first_error_rates_take_the_earliest_lowest_step_and_the_first_below_a_h
     assert result["first_error_lowest_rate"] == pytest.approx(2 / 3)
     assert result["first_error_found_rate"] == pytest.approx(2 / 3)  # miss: its first step is not below 1/2
     assert result["first_error_lowest_chance"] == pytest.approx((1 / 4 + 1 / 3 + 1 / 3) / 3)
+    assert result["first_error_located_rate"] == 1.0  # miss: its largest drop (1 -> 0.5) is at its first step
+
+
+def test_the_located_first_error_is_the_largest_drop_of_the_running_lowest_score():
+    # P(steps 0..j right) = 0.9, 0.4, 0.05: first error at step 0 with chance 0.1, step 1 0.5, step 2 0.35
+    assert train_prm.located_first_error([0.9, 0.4, 0.05], top=1.0) == 1  # the lowest step (2) is not it
+    assert train_prm.located_first_error([0.9, 0.4, 0.7, 0.3], top=1.0) == 1  # a step scored up again drops from 0.4
+    assert train_prm.located_first_error([1.0, 1.0], top=1.0) == 0  # no drop anywhere: the earliest
+    assert train_prm.located_first_error([-0.1, -3.0, -4.0], top=0.0) == 1  # log-probabilities: from 0
+    later = judged(trace(D_RIGHT, X_WRONG, E_RIGHT), {"prm": [0.9, 0.3, 0.2, 0.01]})  # labels 1 0 0 0
+    result = train_prm.first_error_rates([later], "prm")
+    assert (result["first_error_located_rate"], result["first_error_lowest_rate"]) == (1.0, 0.0)
 
 
 def test_the_confidence_verifier_keeps_the_lowest_token_log_probability_so_far():

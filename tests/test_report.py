@@ -104,6 +104,7 @@ def test_verdicts_are_computed_from_per_problem_outcomes(tmp_path):
     write(f"{out}/search/scaling.json", [
         grid_row("greedy", 1, 2, ids, greedy),
         grid_row("majority", 4, 2, ids, [1] * 60 + [0] * 40),          # +0.30 over greedy: shown
+        grid_row("prm-vote", 4, 2, ids, [1] * 30 + [0] * 70),          # greedy's outcomes: within noise
         grid_row("bon-orm", 4, 2, ids, [1] * 60 + [0] * 40),           # the same as majority: within noise
         grid_row("bon-prm", 4, 2, ids, [1] * 20 + [0] * 80),           # -0.40 against the ORM: not shown
         grid_row("beam", 4, 2, ids, [1] * 20 + [0] * 79 + [1]),        # +0.01 against best-of-N: within noise
@@ -113,7 +114,8 @@ def test_verdicts_are_computed_from_per_problem_outcomes(tmp_path):
     write(f"{out}/rl/metrics.json", {**outcomes(ids, [2] * 100, [1] * 50 + [0] * 50), "before": sft})
     claims = {c["phenomenon"] + c["a"]: c for c in report.judge(out, max_train_d=2)}
     assert report.phenomena_bins(2) == [2] and report.phenomena_bins(3) == [2, 3] and report.phenomena_bins(4) == [3, 4]
-    compute = claims["accuracy rises with test-time computemajority of 4"]
+    assert claims["accuracy rises with test-time computePRM-weighted vote of 4"]["difference"] == 0
+    compute = claims["a vote alone, no verifier, beats greedy (self-consistency)majority of 4"]
     assert compute["verdict"] == "shown" and compute["difference"] == pytest.approx(0.30)
     assert compute["problems"] == 100 and compute["interval"][0] > 0.15
     assert claims["an outcome verifier picks better than a voteORM best-of-4"]["verdict"] == "within noise"
@@ -132,8 +134,8 @@ def test_verdicts_are_computed_from_per_problem_outcomes(tmp_path):
 
 
 def test_the_verdicts_compare_at_the_largest_budget_every_method_ran_and_judge_best_of_n_beyond_it(tmp_path):
-    """Beam and MCTS stop at 16, best-of-N goes on to 64: the head-to-head rows are at 16, and three
-    more ask whether best-of-64 keeps paying (PRM) or over-optimises (ORM)."""
+    """Beam and MCTS stop at 16, best-of-N goes on to 64: the head-to-head rows are at 16, and four
+    more ask whether the vote and best-of-64 keep paying (PRM) or over-optimise (ORM)."""
     ids = list(range(20))
     def row(method, budget, correct):
         return {"method": method, "budget": budget, "difficulty": 2, "problem": ids, "correct": correct, "problems": 20,
@@ -142,6 +144,7 @@ def test_the_verdicts_compare_at_the_largest_budget_every_method_ran_and_judge_b
                                            for n in (4, 16)]
     grid += [row(m, n, [1] * 10 + [0] * 10) for m in ("beam", "mcts") for n in (4, 16)]
     grid += [row("bon-prm", 64, [1] * 20), row("bon-orm", 64, [0] * 20), row("majority", 64, [1] * 10 + [0] * 10)]
+    grid += [row("prm-vote", 16, [1] * 5 + [0] * 15), row("prm-vote", 64, [1] * 15 + [0] * 5)]
     assert report.common_budget(grid) == 16
     assert report.common_budget([]) is None
     write(str(tmp_path / "search" / "scaling.json"), grid)
@@ -149,5 +152,6 @@ def test_the_verdicts_compare_at_the_largest_budget_every_method_ran_and_judge_b
     assert claims["process reward beats outcome reward", "PRM best-of-16"]["difference"] == 0
     assert claims["process reward beats outcome reward", "PRM best-of-64"]["difference"] == 1.0
     assert claims["PRM best-of-N holds as N grows", "PRM best-of-64"]["difference"] == 0.5
+    assert claims["accuracy keeps rising with test-time compute", "PRM-weighted vote of 64"]["difference"] == 0.5
     assert claims["more samples over-optimise the ORM (Gao et al.)", "ORM best-of-16"]["verdict"] == "shown"
     assert claims["step-level search beats best-of-N at matched tokens", "mcts at N=16"]["problems"] == 20

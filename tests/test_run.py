@@ -26,7 +26,7 @@ def test_run_sh_runs_every_stage_once_and_skips_them_when_current(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert report.split("\n\n")[1] == "## The o1 phenomena, judged"  # the verdict table comes first
     assert "## The verifiers, head to head" in report and "## Self-correction" in report
-    assert "| d | pass@1 (greedy) | change | majority of 16 | change | pass@16 | change |" in report  # RL: sharpening?
+    assert "| d | pass@1 (greedy) | change | maj@8 | change | pass@8 | change | maj@16 | change | pass@16 | change |" in report
     times = (tmp_path / "run_times.tsv").read_text().splitlines()
     assert [line.split("\t")[0] for line in times][-1] == "the whole pipeline" and len(times) == len(STAGES) + 1
     assert "| prm |" in report.split("## Where the time goes")[1]
