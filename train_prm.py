@@ -63,6 +63,7 @@ from model import load_checkpoint, model_from_checkpoint, save_checkpoint
 from reward import outcome_scores, step_ends, step_scores, step_spans
 
 AGREEMENT_ROLLOUTS = (1, 4, 16)
+EVAL_STREAM = 1_000_003  # the evaluation samples' own random stream: args.seed + this, whatever the labels drew
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -476,8 +477,9 @@ def main(argv=None):
     seconds["train"], t = time.time() - t, time.time()
 
     # ---- 4. the verifiers head to head, on the policy's own samples of test problems
+    judged_on = torch.Generator(d.device).manual_seed(args.seed + EVAL_STREAM)  # the same samples whatever came before
     samples, bins = evaluation_samples(policy, prm, orm, read_split(args.out, "test"), args.eval_problems, preset.prm.eval_samples,
-                                       temperature, task.p, generator, gen_batch)
+                                       temperature, task.p, judged_on, gen_batch)
     verifiers = verifier_table(samples, bins)
     in_range = [s for s in samples if s.difficulty <= task.max_train_d]
     seconds["evaluate"] = time.time() - t

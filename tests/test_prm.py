@@ -207,3 +207,19 @@ def test_train_prm_writes_both_reward_models_and_the_metrics(sft_dir):
     prompt = encode(prompt_text(LINE))
     (probs,) = step_scores(prm, [prompt + encode(trace(D_RIGHT, E_RIGHT))], [len(prompt)])
     assert len(probs) == 3 and all(0 < q < 1 for q in probs)
+
+
+def test_every_prm_run_is_judged_on_the_same_samples_whatever_its_labels_drew(sft_dir, tmp_path):
+    """Oracle and Monte Carlo labels (and other training sizes) draw different amounts of
+    randomness before the evaluation: the head-to-head still needs the very same test samples."""
+    rows = []
+    for name, flags in (("a", ["--problems", "4"]), ("b", ["--problems", "6", "--labels", "mc-hard", "--rollouts", "2"])):
+        out = tmp_path / name
+        out.mkdir()
+        for x in ("data", "sft"):
+            os.symlink(sft_dir / x, out / x)
+        metrics = train_prm.main(["--preset", "test", "--out", str(out), "--agreement-samples", "2", "--steps", "2",
+                                  "--eval-problems", "2", *flags])
+        rows.append(metrics["verifiers_by_difficulty"])
+    samples_only = ("samples", "right_steps", "step_auroc_confidence", "confidence_first_error_located_rate")
+    assert [[r[k] for r in rows[0].values() for k in samples_only]] == [[r[k] for r in rows[1].values() for k in samples_only]]

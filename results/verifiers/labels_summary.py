@@ -1,5 +1,6 @@
 """The table of results/verifiers/labels.sh: per label source, per difficulty bin, the PRM's step
-AUROC against the oracle, its outcome AUROC, how often the first wrong step is its lowest, what
+AUROC against the oracle, its outcome AUROC, how often the first wrong step is the one it locates
+(train_prm.located_first_error) and its lowest-scored, what
 PRM best-of-16 buys on the grid's problems, and what the labels cost in generated tokens.
 
     python results/verifiers/labels_summary.py out/tiny
@@ -23,9 +24,9 @@ def main(out):
     runs = [(name, d) for name, d in runs if os.path.exists(os.path.join(d, "prm", "metrics.json"))]
     if not runs:
         sys.exit(f"error: no runs in {out}/prm_labels: run bash results/verifiers/labels.sh {out}")
-    print("| labels | d | step AUROC | outcome AUROC (weakest step) | first error lowest | PRM best-of-16 (problems) | "
+    print("| labels | d | step AUROC | outcome AUROC (weakest step) | first error located | lowest | PRM best-of-16 (problems) | "
           "label tokens generated |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, d in runs:
         m = load(os.path.join(d, "prm", "metrics.json"))
         grid = load(os.path.join(d, "search", "scaling.json")) if os.path.exists(os.path.join(d, "search", "scaling.json")) else []
@@ -33,7 +34,7 @@ def main(out):
         for b, row in m["verifiers_by_difficulty"].items():
             g = bon.get(int(b))
             print(f"| {name} | {b} | {row['step_auroc_prm']:.3f} | {row['outcome_auroc_prm']:.3f} | "
-                  f"{row['prm_first_error_lowest_rate']:.3f} | " + (f"{g['accuracy']:.3f} ({g['problems']})" if g else "-")
+                  f"{row.get('prm_first_error_located_rate', float('nan')):.3f} | {row['prm_first_error_lowest_rate']:.3f} | " + (f"{g['accuracy']:.3f} ({g['problems']})" if g else "-")
                   + f" | {m['monte_carlo_label_tokens']} |")
     outcomes = {}  # label source -> {problem: right} of PRM best-of-16 on d = 2, 3
     for name, d in runs:
