@@ -1,7 +1,8 @@
 """The table of results/verifiers/labels.sh: per label source, per difficulty bin, the PRM's step
 AUROC against the oracle, its outcome AUROC, how often the first wrong step is the one it locates
-(train_prm.located_first_error) and its lowest-scored, what
-PRM best-of-16 buys on the grid's problems, and what the labels cost in generated tokens.
+(train_prm.located_first_error) and its lowest-scored, what PRM best-of-16 buys on the grid's
+problems, and what the labels cost in generated tokens; then, on the same samples, run.sh's own PRM
+(oracle labels, all its problems), the policy's confidence and the ORM.
 
     python results/verifiers/labels_summary.py out/tiny
 """
@@ -34,8 +35,21 @@ def main(out):
         for b, row in m["verifiers_by_difficulty"].items():
             g = bon.get(int(b))
             print(f"| {name} | {b} | {row['step_auroc_prm']:.3f} | {row['outcome_auroc_prm']:.3f} | "
-                  f"{row.get('prm_first_error_located_rate', float('nan')):.3f} | {row['prm_first_error_lowest_rate']:.3f} | " + (f"{g['accuracy']:.3f} ({g['problems']})" if g else "-")
-                  + f" | {m['monte_carlo_label_tokens']} |")
+                  f"{row.get('prm_first_error_located_rate', float('nan')):.3f} | {row['prm_first_error_lowest_rate']:.3f} | "
+                  + (f"{g['accuracy']:.3f} ({g['problems']})" if g else "-") + f" | {m['monte_carlo_label_tokens']} |")
+    pipeline = os.path.join(out, "prm", "metrics.json")  # judged on the same samples (train_prm.EVAL_STREAM)
+    if os.path.exists(pipeline):
+        m = load(pipeline)
+        for b, row in m["verifiers_by_difficulty"].items():
+            print(f"| oracle, {m['train_solutions']} problems (run.sh's PRM) | {b} | {row['step_auroc_prm']:.3f} | "
+                  f"{row['outcome_auroc_prm']:.3f} | {row.get('prm_first_error_located_rate', float('nan')):.3f} | "
+                  f"{row['prm_first_error_lowest_rate']:.3f} | - | 0 |")
+        for b, row in m["verifiers_by_difficulty"].items():
+            print(f"| none: the policy's confidence | {b} | {row['step_auroc_confidence']:.3f} | {row['outcome_auroc_confidence']:.3f} | "
+                  f"{row.get('confidence_first_error_located_rate', float('nan')):.3f} | "
+                  f"{row['confidence_first_error_lowest_rate']:.3f} | - | 0 |")
+        for b, row in m["verifiers_by_difficulty"].items():
+            print(f"| outcome: the ORM ({m['train_solutions']} problems) | {b} | - | {row['outcome_auroc_orm']:.3f} | - | - | - | 0 |")
     outcomes = {}  # label source -> {problem: right} of PRM best-of-16 on d = 2, 3
     for name, d in runs:
         path = os.path.join(d, "search", "scaling.json")
