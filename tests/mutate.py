@@ -33,6 +33,10 @@ MUTATIONS = [
     ("every budget of the grid selecting among the whole pool, not its first N samples", "search.py",
      "select_among(out[n], root, chains[:n], answers[:n], truth, {m: s[:n] for m, s in scores.items() if s is not None})",
      "select_among(out[n], root, chains, answers, truth, {m: s for m, s in scores.items() if s is not None})", "tests/test_search.py"),
+    ("the located first error taken as the lowest-scored step, not the largest drop", "train_prm.py",
+     "return drops.index(max(drops))", "return scores.index(min(scores))", "tests/test_prm.py"),
+    ("the verifiers judged on the labels' random stream, not their own", "train_prm.py",
+     "task.p, judged_on, gen_batch)", "task.p, generator, gen_batch)", "tests/test_prm.py"),
 ]
 
 
