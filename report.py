@@ -337,8 +337,8 @@ def self_correction_section(out):
 
 def rl_section(out):
     """RL against SFT per bin on the grids' problems: greedy (pass@1), majority of K (maj@K) and
-    pass@K for the budgets K >= 8 both grids ran, with paired intervals (DeepSeekMath, section 5.2.2: RL raised maj@K, not pass@K: it sharpens
-    what the policy can already sample; it does not teach new solutions)."""
+    pass@K for the budgets K >= 8 both grids ran, with paired intervals (DeepSeekMath, section
+    5.2.2: RL raised maj@K, not pass@K: it sharpens what the policy can already sample)."""
     rl, sft_rows, rl_rows = load(out, "rl"), load(out, "search", "scaling.json"), load(out, "search_rl", "scaling.json")
     if not rl:
         return "No RL run yet (train_rl.py)."

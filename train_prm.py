@@ -283,15 +283,20 @@ def confidence_scores(s):
     return scores
 
 
-def located_first_error(scores, top):
-    """The step a verifier puts the first error at. Its scores made non-increasing (m_j, the lowest
-    of steps 0..j: the solution so far is right only if every step so far is) estimate P(steps 0..j
-    right), so the drop m_{j-1} - m_j, from m_{-1} = top, is its chance that the first error is step
-    j; the located step is the largest drop (the earliest of a tie)."""
-    drops, m = [], top
+def running_min(scores):
+    """m_j, the lowest of scores 0..j: the solution so far is right only if every step so far is."""
+    out = []
     for q in scores:
-        drops.append(m - min(m, q))
-        m = min(m, q)
+        out.append(min(out[-1], q) if out else q)
+    return out
+
+
+def located_first_error(scores, top):
+    """The step a verifier puts the first error at. Its scores made non-increasing (running_min)
+    estimate P(steps 0..j right), so the drop m_{j-1} - m_j, from m_{-1} = top, is its chance that
+    the first error is step j; the located step is the largest drop (the earliest of a tie)."""
+    m = running_min([top] + list(scores))
+    drops = [before - after for before, after in zip(m, m[1:])]
     return drops.index(max(drops))
 
 

@@ -19,10 +19,6 @@ from model import load_checkpoint, model_from_checkpoint  # noqa: E402
 from reward import load_reward_model  # noqa: E402
 
 
-def running_min(scores):
-    return [min(scores[:j + 1]) for j in range(len(scores))]
-
-
 def main(out):
     preset, task = PRESETS["tiny"], read_task(out)
     policy = model_from_checkpoint(load_checkpoint(os.path.join(out, "sft", "ckpt.pt"))).eval()
@@ -34,9 +30,9 @@ def main(out):
         group = [s for s in samples if s.difficulty == b]
         labels = [y for s in group for y in s.labels]
         auroc = {how: tp.auroc([q for s in group for q in f(s.scores["prm"])], labels)
-                 for how, f in (("as scored", list), ("running min", running_min))}
-        later = [min(s.scores["prm"][s.labels.index(0) + 1:]) < s.scores["prm"][s.labels.index(0)]
-                 for s in group if 0 in s.labels and s.labels.index(0) + 1 < len(s.labels)]
+                 for how, f in (("as scored", list), ("running min", tp.running_min))}
+        firsts = [(s.scores["prm"], s.labels.index(0)) for s in group if 0 in s.labels[:-1]]  # a wrong step, not the last
+        later = [min(scores[j + 1:]) < scores[j] for scores, j in firsts]
         prm, conf = tp.first_error_rates(group, "prm"), tp.first_error_rates(group, "confidence")
         print(f"d={b}: step AUROC as scored {auroc['as scored']:.3f}, running min {auroc['running min']:.3f}; a later step "
               f"lower than the first wrong one in {sum(later) / max(1, len(later)):.3f} of {len(later)}; first error located "

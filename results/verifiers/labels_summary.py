@@ -28,27 +28,29 @@ def main(out):
     print("| labels | d | step AUROC | outcome AUROC (weakest step) | first error located | lowest | PRM best-of-16 (problems) | "
           "label tokens generated |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
+
+    def line(name, b, row, key, outcome, best="-", tokens=0):  # one verifier (key: prm or confidence) on one bin
+        print(f"| {name} | {b} | {row[f'step_auroc_{key}']:.3f} | {row[outcome]:.3f} | "
+              f"{row.get(f'{key}_first_error_located_rate', float('nan')):.3f} | {row[f'{key}_first_error_lowest_rate']:.3f} | "
+              f"{best} | {tokens} |")
+
     for name, d in runs:
         m = load(os.path.join(d, "prm", "metrics.json"))
         grid = load(os.path.join(d, "search", "scaling.json")) if os.path.exists(os.path.join(d, "search", "scaling.json")) else []
         bon = {r["difficulty"]: r for r in grid if r["method"] == "bon-prm" and r["budget"] == 16}
         for b, row in m["verifiers_by_difficulty"].items():
             g = bon.get(int(b))
-            print(f"| {name} | {b} | {row['step_auroc_prm']:.3f} | {row['outcome_auroc_prm']:.3f} | "
-                  f"{row.get('prm_first_error_located_rate', float('nan')):.3f} | {row['prm_first_error_lowest_rate']:.3f} | "
-                  + (f"{g['accuracy']:.3f} ({g['problems']})" if g else "-") + f" | {m['monte_carlo_label_tokens']} |")
+            line(name, b, row, "prm", "outcome_auroc_prm", f"{g['accuracy']:.3f} ({g['problems']})" if g else "-",
+                 m["monte_carlo_label_tokens"])
     pipeline = os.path.join(out, "prm", "metrics.json")  # judged on the same samples (train_prm.EVAL_STREAM)
     if os.path.exists(pipeline):
         m = load(pipeline)
-        for b, row in m["verifiers_by_difficulty"].items():
-            print(f"| oracle, {m['train_solutions']} problems (run.sh's PRM) | {b} | {row['step_auroc_prm']:.3f} | "
-                  f"{row['outcome_auroc_prm']:.3f} | {row.get('prm_first_error_located_rate', float('nan')):.3f} | "
-                  f"{row['prm_first_error_lowest_rate']:.3f} | - | 0 |")
-        for b, row in m["verifiers_by_difficulty"].items():
-            print(f"| none: the policy's confidence | {b} | {row['step_auroc_confidence']:.3f} | {row['outcome_auroc_confidence']:.3f} | "
-                  f"{row.get('confidence_first_error_located_rate', float('nan')):.3f} | "
-                  f"{row['confidence_first_error_lowest_rate']:.3f} | - | 0 |")
-        for b, row in m["verifiers_by_difficulty"].items():
+        rows = m["verifiers_by_difficulty"].items()
+        for b, row in rows:
+            line(f"oracle, {m['train_solutions']} problems (run.sh's PRM)", b, row, "prm", "outcome_auroc_prm")
+        for b, row in rows:
+            line("none: the policy's confidence", b, row, "confidence", "outcome_auroc_confidence")
+        for b, row in rows:
             print(f"| outcome: the ORM ({m['train_solutions']} problems) | {b} | - | {row['outcome_auroc_orm']:.3f} | - | - | - | 0 |")
     outcomes = {}  # label source -> {problem: right} of PRM best-of-16 on d = 2, 3
     for name, d in runs:
