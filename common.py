@@ -48,6 +48,7 @@ class PRMConfig:
     batch_size: int = 64         # sequences per optimizer step
     lr: float = 1e-3             # AdamW's peak (embeddings, gains, the scalar head)
     muon_lr: float = 0.02        # Muon's peak (the blocks' matrices), as in SFT
+    lm_weight: float = 0.3       # the next-token loss on right tokens, kept beside the reward loss (results/verifiers)
     eval_problems: int = 100     # test problems per difficulty bin for the verifiers' AUROC
     eval_samples: int = 4        # the policy's samples of each, the verifiers' common test set
     gen_batch: int = 512         # solutions generated at once (samples, Monte Carlo rollouts)

@@ -174,8 +174,10 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, std=0.02)
 
     def forward(self, idx, head="lm", positions=None, mask=None, kv_cache=None):
-        """idx (B, T) token ids -> logits (B, T, vocab) for head="lm", or scores (B, T) for
-        head="scalar". positions (B, T) default to 0..T-1; mask and kv_cache are for generation."""
+        """idx (B, T) token ids -> logits (B, T, vocab) for head="lm", scores (B, T) for
+        head="scalar", or both, (logits, scores), for head="both" (a reward model that keeps its
+        policy's next-token loss, train_prm.py). positions (B, T) default to 0..T-1; mask and
+        kv_cache are for generation."""
         B, T = idx.shape
         if positions is None:
             if T > self.cfg.block_size:
@@ -198,7 +200,8 @@ class GPT(nn.Module):
         x = self.norm(x)
         if head == "scalar":
             return self.scalar_head(x).squeeze(-1)
-        return x @ self.wte.weight.t()  # tied: the output layer is the embedding (Press & Wolf 2017)
+        logits = x @ self.wte.weight.t()  # tied: the output layer is the embedding (Press & Wolf 2017)
+        return (logits, self.scalar_head(x).squeeze(-1)) if head == "both" else logits
 
 
 # ----------------------------------------------------------------------------- generation

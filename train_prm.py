@@ -20,8 +20,11 @@ twice: as a reward for RL (train_rl.py) and to steer search at test time (search
 3. Train the PRM: the SFT weights with the scalar head, binary cross-entropy at every solution
    token on the chosen labels (--labels oracle|mc-hard|mc-soft). A step scores its weakest token:
    the mistake is judged where it is made, so no single position has to re-derive a whole step,
-   which a 2-layer trunk cannot (results/verifiers/README.md). The ORM baseline learns the final
-   answer's correctness at every token (Cobbe et al. 2021) and is read at the last.
+   which a 2-layer trunk cannot (results/verifiers/README.md). Beside it, the policy's own
+   next-token loss on the tokens labelled right keeps the trunk a policy: on the reward loss alone
+   fine-tuning wears away what SFT knew about the next token, the knowledge a judge of each token
+   needs. The ORM baseline learns the final answer's correctness at every token (Cobbe et al.
+   2021), trained the same way, and is read at the last.
 4. Evaluate the verifiers head to head on the policy's own samples of test problems, per bin:
    step AUROC against the oracle of the PRM and of the policy's confidence (no training: its
    least likely token so far), outcome AUROC of the ORM, and where each puts the first error: how
@@ -355,11 +358,13 @@ def reward_batch(examples, device):
     return x.to(device), targets.to(device)
 
 
-def train_reward_model(model, examples, steps, batch_size, lr, muon_lr, seed, desc):
+def train_reward_model(model, examples, steps, batch_size, lr, muon_lr, seed, desc, lm_weight=0.0):
     """Binary cross-entropy on the scalar head at the labelled positions; every weight trains,
     starting from the SFT policy's, which already reads the task, with the SFT's optimizer (Muon
-    for the blocks' matrices, AdamW for the rest). Returns the loss history and the number of
-    tokens trained on (padding included: it is computed)."""
+    for the blocks' matrices, AdamW for the rest). lm_weight adds the policy's own next-token
+    loss on the tokens labelled right, weighted by the label: the trunk keeps predicting what a
+    right solution writes next, the knowledge that judging a token needs (results/verifiers/README.md).
+    Returns the loss history and the number of tokens trained on (padding included: it is computed)."""
     device = model.wte.weight.device
     optimizer = make_optimizer(model, lr, muon_lr)
     g = torch.Generator().manual_seed(seed)
@@ -370,19 +375,31 @@ def train_reward_model(model, examples, steps, batch_size, lr, muon_lr, seed, de
             group["lr"] = lr_at(step, steps, group["peak_lr"], max(1, steps // 20))
         x, targets = reward_batch([examples[i] for i in torch.randint(len(examples), (batch_size,), generator=g)], device)
         with autocast(device):
-            scores = model(x, head="scalar")  # (B, T) logits
+            logits, scores = model(x, head="both")  # (B, T, V) next-token logits, (B, T) reward logits
         scored = targets >= 0
         # -[y log sigmoid(s) + (1 - y) log(1 - sigmoid(s))], averaged over the labelled positions
-        loss = F.binary_cross_entropy_with_logits(scores.float()[scored], targets[scored])
+        bce = F.binary_cross_entropy_with_logits(scores.float()[scored], targets[scored])
+        loss = bce
+        if lm_weight:
+            loss = loss + lm_weight * right_token_loss(logits.float(), x, targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        history.append(loss.item())
+        history.append(bce.item())  # the reward model's own loss
         tokens += x.numel()
         bar.set_postfix(loss=f"{history[-1]:.3f}")
     model.eval()
     return history, tokens
+
+
+def right_token_loss(logits, x, targets):
+    """The next-token cross-entropy of the tokens labelled right, each weighted by its label y
+    (a soft Monte Carlo label counts as much as it is sure): sum_t y_t * -log p(x_t | x_<t) / sum_t y_t.
+    logits (B, T, V) at every position; x (B, T) the tokens; targets (B, T) labels, -1 where none."""
+    y = targets[:, 1:].clamp(min=0)  # position t predicts token t + 1
+    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), x[:, 1:], reduction="none")  # (B, T-1)
+    return (y * nll).sum() / y.sum().clamp(min=1)
 
 
 def token_examples(samples, labels):
@@ -407,6 +424,8 @@ def parse_args(argv):
     parser.add_argument("--steps", type=int, help="optimizer steps for the PRM and for the ORM (default: the preset's)")
     parser.add_argument("--lr", type=float, help="peak AdamW learning rate, embeddings, gains, the head (default: the preset's)")
     parser.add_argument("--muon-lr", type=float, help="peak Muon learning rate, the blocks' matrices (default: the preset's)")
+    parser.add_argument("--lm-weight", type=float, help="weight of the next-token loss on right tokens kept beside the reward "
+                        "loss, for the PRM and the ORM (0: none; default: the preset's)")
     parser.add_argument("--eval-problems", type=int, help="test problems per difficulty bin (default: the preset's)")
     return parse(parser, argv, lambda preset, args: preset.prm)
 
@@ -435,12 +454,12 @@ def train_verifiers(args, sft, train, labels, batch_size, device):
     both judging every token; both saved. Returns them, their loss histories and trained tokens."""
     prm = model_from_checkpoint(sft, attn=args.attn).to(device)
     prm_history, prm_tokens = train_reward_model(prm, token_examples(train, labels), args.steps, batch_size,
-                                                 args.lr, args.muon_lr, args.seed, "prm train")
+                                                 args.lr, args.muon_lr, args.seed, "prm train", args.lm_weight)
     # the ORM predicts the final answer's correctness at every token (Cobbe et al. 2021), read at the last
     orm = model_from_checkpoint(sft, attn=args.attn).to(device)
     outcomes = [[float(s.correct)] * (len(s.solution)) for s in train]
     orm_history, orm_tokens = train_reward_model(orm, token_examples(train, outcomes), args.steps, batch_size,
-                                                 args.lr, args.muon_lr, args.seed, "orm train")
+                                                 args.lr, args.muon_lr, args.seed, "orm train", args.lm_weight)
     state = dict(step=args.steps, preset=args.preset, labels=args.labels, sft_step=sft["step"])
     save_checkpoint(os.path.join(args.out, "prm", "ckpt.pt"), prm, kind="prm", loss_history=prm_history, **state)
     save_checkpoint(os.path.join(args.out, "prm", "orm.pt"), orm, kind="orm", loss_history=orm_history, **state)
@@ -495,6 +514,7 @@ def main(argv=None):
         "train_step_labels": sum(len(s.labels) for s in train), "train_step_right_fraction": right_steps(train),
         "monte_carlo_rollouts": args.rollouts if args.labels != "oracle" else None, "monte_carlo_label_tokens": label_tokens,
         "steps": args.steps, "batch_size": preset.prm.batch_size, "lr": args.lr, "muon_lr": args.muon_lr,
+        "lm_weight": args.lm_weight,
         "train_flops": flops(sum(p.numel() for p in prm.parameters()), trained_tokens=trained_tokens,  # both models
                              forward_tokens=sum(len(s.tokens) for s in train) + label_tokens),  # sampled: solutions, labels
         "prm_final_loss": prm_history[-1], "orm_final_loss": orm_history[-1],

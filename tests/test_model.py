@@ -60,6 +60,12 @@ def test_canon_mixes_exactly_the_current_and_the_three_previous_positions():
         assert moved == (back <= SHIFT), f"position t - {back} {'should' if back <= SHIFT else 'should not'} reach t"
 
 
+def test_both_heads_in_one_pass_are_the_two_heads_read_apart():
+    m, x = tiny_model(), torch.randint(0, VOCAB, (2, 7))
+    logits, scores = m(x, head="both")
+    assert torch.allclose(logits, m(x)) and torch.allclose(scores, m(x, head="scalar"))
+
+
 def test_an_unknown_attention_backend_is_refused():
     # where `cuda` falls back to sdpa, and where it does not: tests/test_kernels.py
     with pytest.raises(ValueError, match="unknown attention backend 'flash': choose from math, sdpa, cuda"):

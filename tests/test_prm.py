@@ -5,7 +5,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+import common
 import train_prm
 import train_sft
 from common import PRESETS
@@ -165,6 +167,35 @@ def test_monte_carlo_labeller_rolls_out_every_step_but_the_answer():
                                                                             train_prm.step_prefixes(samples)])
     assert [r["hard_agreement"] for r in rows] == [1.0, 1.0, 1.0]
     assert [r["generated_tokens"] for r in rows] == [5, 20, 80]
+
+
+def test_the_right_token_loss_is_the_label_weighted_next_token_loss():
+    torch.manual_seed(0)
+    logits, x = torch.randn(1, 5, 7), torch.tensor([[3, 1, 4, 1, 5]])
+    targets = torch.tensor([[-1.0, -1.0, 1.0, 0.0, 0.5]])  # the prompt, then tokens 2..4: right, wrong, half sure
+    logp = torch.log_softmax(logits[0], -1)
+    expected = (1.0 * -logp[1, 4] + 0.5 * -logp[3, 5]) / 1.5  # token t is predicted at position t - 1
+    assert torch.isclose(train_prm.right_token_loss(logits, x, targets), expected)
+
+
+def test_the_next_token_loss_keeps_the_reward_models_trunk_a_policy(sft_dir):
+    """With lm_weight the reward model learns to write the tokens labelled right; on the reward
+    alone it does not: reference solutions, half of them labelled wrong."""
+    sft = load_checkpoint(str(sft_dir / "sft" / "ckpt.pt"))
+    examples = []
+    for i, r in enumerate(common.read_split(str(sft_dir), "train")[:16]):
+        prompt, solution = encode(prompt_text(r["problem"])), encode(r["solution"])
+        examples.append((prompt + solution, list(range(len(prompt), len(prompt) + len(solution))), [float(i % 2)] * len(solution)))
+    x, targets = train_prm.reward_batch(examples, "cpu")
+    loss = {}
+    for weight in (0.0, 1.0):
+        model = model_from_checkpoint(sft)
+        train_prm.train_reward_model(model, examples, 30, 16, 3e-3, 0.05, 0, None, lm_weight=weight)
+        with torch.no_grad():
+            loss[weight] = train_prm.right_token_loss(model(x), x, targets).item()
+    with torch.no_grad():
+        before = train_prm.right_token_loss(model_from_checkpoint(sft)(x), x, targets).item()
+    assert loss[1.0] + 1 < min(before, loss[0.0])
 
 
 # ----------------------------------------------------------------------------- end to end
