@@ -3,7 +3,7 @@ on every token, the same 8192 policy samples, 300 steps) with one thing changed,
 train_prm.py's own evaluation samples (the same draw as the pipeline's prm/metrics.json).
 
     OMP_NUM_THREADS=1 python results/verifiers/trunk.py DIR NAME [aux=0] [muon_lr=0.02] [lr=1e-3]
-        [steps=300] [freeze=0] [seed=0] [train_seed=0]
+        [steps=300] [freeze=0] [seed=0] [train_seed=0] [surprise=0] [problems=8192]
 
 aux=L     adds L x the next-token cross-entropy on the solution tokens the oracle calls right: the
           PRM keeps predicting what a right solution writes next, as the SFT policy did
@@ -33,14 +33,14 @@ from model import load_checkpoint, model_from_checkpoint  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def training_samples(out, policy, p, seed):
-    """train_prm.py's step 1 (one sample of each of the preset's problems), cached in DIR/prm/trunk_train.pkl."""
-    path = os.path.join(out, "prm", "trunk_train.pkl")
+def training_samples(out, policy, p, seed, problems):
+    """train_prm.py's step 1 (one sample of each of the first `problems` training problems), cached in DIR/prm."""
+    path = os.path.join(out, "prm", f"trunk_train_{problems}.pkl")
     if os.path.exists(path):
         with open(path, "rb") as f:
             return pickle.load(f)
     cfg = PRESETS["tiny"].prm
-    records = read_split(out, "train")[:cfg.problems]
+    records = read_split(out, "train")[:problems]
     train = [g[0] for g in tp.sample_solutions(policy, records, 1, cfg.temperature, p, torch.Generator().manual_seed(seed),
                                                cfg.gen_batch, "sample")]
     with open(path, "wb") as f:
@@ -83,7 +83,7 @@ def train(model, examples, cfg):
 
 def main():
     out, name = sys.argv[1], sys.argv[2]
-    cfg = dict(aux=0.0, muon_lr=0.02, lr=1e-3, steps=300, freeze=0, seed=0, train_seed=0, surprise=0)
+    cfg = dict(aux=0.0, muon_lr=0.02, lr=1e-3, steps=300, freeze=0, seed=0, train_seed=0, surprise=0, problems=0)
     for a in sys.argv[3:]:
         key, value = a.split("=")
         cfg[key] = type(cfg[key])(value)
@@ -91,7 +91,7 @@ def main():
     torch.manual_seed(cfg["seed"])
     sft = load_checkpoint(os.path.join(out, "sft", "ckpt.pt"))
     policy = model_from_checkpoint(sft).eval()
-    samples = training_samples(out, policy, task.p, cfg["seed"])
+    samples = training_samples(out, policy, task.p, cfg["seed"], cfg["problems"] or preset.prm.problems)
     examples = tp.token_examples(samples, [tp.oracle_token_labels(s, task.p) for s in samples])
     prm = model_from_checkpoint(sft)
     if cfg["freeze"]:
