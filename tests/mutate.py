@@ -37,6 +37,8 @@ MUTATIONS = [
      "return drops.index(max(drops))", "return scores.index(min(scores))", "tests/test_prm.py"),
     ("the verifiers judged on the labels' random stream, not their own", "train_prm.py",
      "task.p, judged_on, gen_batch)", "task.p, generator, gen_batch)", "tests/test_prm.py"),
+    ("the reward models' next-token loss weighted by the label of the token before, not the token predicted", "train_prm.py",
+     "y = targets[:, 1:].clamp(min=0)", "y = targets[:, :-1].clamp(min=0)", "tests/test_prm.py"),
 ]
 
 
