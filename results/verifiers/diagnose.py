@@ -18,9 +18,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import torch  # noqa: E402
 
 import common  # noqa: E402
+import reward  # noqa: E402
 import train_prm as tp  # noqa: E402
 from data.task import EOT, OPS, STEP, Assignment, apply, needed_steps, parse_problem, prompt_text, values  # noqa: E402
 from data.tokenizer import encode  # noqa: E402
+from data.verify import verify  # noqa: E402
 from model import load_checkpoint, model_from_checkpoint  # noqa: E402
 
 EVAL_PER_BIN, EVAL_K = 40, 8
@@ -104,8 +106,8 @@ def read_steps(prm, s, dense):
     if not s.ends:
         return []
     if dense:
-        return common.step_scores(prm, [s.tokens], [len(s.prompt)])[0]
-    return common.scalar_probabilities(prm, [s.tokens])[0][s.ends].tolist()
+        return reward.step_scores(prm, [s.tokens], [len(s.prompt)])[0]
+    return reward.scalar_probabilities(prm, [s.tokens])[0][s.ends].tolist()
 
 
 def report(samples, key):
@@ -149,7 +151,8 @@ def main():
     if cfg["mix"] in ("flawed", "both") and cfg["flawed"]:
         rng = random.Random(0)
         more = common.read_split(out_dir, "train")[-cfg["flawed"]:]
-        train += [tp.judge(r, encode(prompt_text(r["problem"])), encode(sol), [0.0] * len(encode(sol)), task.p) for r in more
+        train += [tp.judge(r, encode(prompt_text(r["problem"])), encode(sol), [0.0] * len(encode(sol)),
+                           verify(parse_problem(r["problem"], task.p), sol, task.p), task.p) for r in more
                   for sol in (r["solution"], flawed_solution_text(parse_problem(r["problem"], task.p), task.p, rng))]
     prm = model_from_checkpoint(sft)
     if cfg["freeze"]:

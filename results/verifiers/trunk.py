@@ -3,7 +3,7 @@ on every token, the same 8192 policy samples, 300 steps) with one thing changed,
 train_prm.py's own evaluation samples (the same draw as the pipeline's prm/metrics.json).
 
     OMP_NUM_THREADS=1 python results/verifiers/trunk.py DIR NAME [aux=0] [muon_lr=0.02] [lr=1e-3]
-        [steps=300] [freeze=0] [seed=0] [train_seed=0] [surprise=0] [problems=8192]
+        [steps=300] [freeze=0] [seed=0] [train_seed=0] [surprise=0] [problems=8192] [flawed=0]
 
 aux=L     adds L x the next-token cross-entropy on the solution tokens the oracle calls right: the
           PRM keeps predicting what a right solution writes next, as the SFT policy did
@@ -17,15 +17,20 @@ Writes results/verifiers/runs/trunk_NAME.json and prints step AUROC and the firs
 import json
 import os
 import pickle
+import random
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # diagnose.py
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import reward  # noqa: E402
+from data.task import parse_problem, prompt_text  # noqa: E402
+from data.tokenizer import encode  # noqa: E402
+from data.verify import verify  # noqa: E402
 import train_prm as tp  # noqa: E402
 from common import PRESETS, lr_at, make_optimizer, read_split, read_task  # noqa: E402
 from model import load_checkpoint, model_from_checkpoint  # noqa: E402
@@ -46,6 +51,20 @@ def training_samples(out, policy, p, seed, problems):
     with open(path, "wb") as f:
         pickle.dump(train, f)
     return train
+
+
+def flawed_samples(out, p, n):
+    """n reference solutions of the last n training problems, each with one wrong operand value,
+    miscopied operation or wrong result (diagnose.flawed_solution_text), judged by the verifier."""
+    import diagnose
+    diagnose.FLAWS = ("result", "operand", "definition")  # the mistakes the PRM passes (missed.py)
+    rng, out_samples = random.Random(0), []
+    for r in read_split(out, "train")[-n:]:
+        problem = parse_problem(r["problem"], p)
+        text = diagnose.flawed_solution_text(problem, p, rng)
+        solution = encode(text)
+        out_samples.append(tp.judge(r, encode(prompt_text(r["problem"])), solution, [0.0] * len(solution), verify(problem, text, p), p))
+    return out_samples
 
 
 def reward_logits(model, x, surprise):
@@ -83,7 +102,7 @@ def train(model, examples, cfg):
 
 def main():
     out, name = sys.argv[1], sys.argv[2]
-    cfg = dict(aux=0.0, muon_lr=0.02, lr=1e-3, steps=300, freeze=0, seed=0, train_seed=0, surprise=0, problems=0)
+    cfg = dict(aux=0.0, muon_lr=0.02, lr=1e-3, steps=300, freeze=0, seed=0, train_seed=0, surprise=0, problems=0, flawed=0)
     for a in sys.argv[3:]:
         key, value = a.split("=")
         cfg[key] = type(cfg[key])(value)
@@ -92,6 +111,8 @@ def main():
     sft = load_checkpoint(os.path.join(out, "sft", "ckpt.pt"))
     policy = model_from_checkpoint(sft).eval()
     samples = training_samples(out, policy, task.p, cfg["seed"], cfg["problems"] or preset.prm.problems)
+    if cfg["flawed"]:  # reference solutions with one copying or arithmetic mistake, on other problems
+        samples = samples + flawed_samples(out, task.p, cfg["flawed"])
     examples = tp.token_examples(samples, [tp.oracle_token_labels(s, task.p) for s in samples])
     prm = model_from_checkpoint(sft)
     if cfg["freeze"]:
