@@ -3,7 +3,7 @@ on every token, the same 8192 policy samples, 300 steps) with one thing changed,
 train_prm.py's own evaluation samples (the same draw as the pipeline's prm/metrics.json).
 
     OMP_NUM_THREADS=1 python results/verifiers/trunk.py DIR NAME [aux=0] [muon_lr=0.02] [lr=1e-3]
-        [steps=300] [freeze=0] [seed=0] [train_seed=0] [surprise=0] [problems=8192] [flawed=0]
+        [steps=300] [freeze=0] [seed=0] [train_seed=0] [surprise=0] [problems=8192] [flawed=0] [depth=0]
 
 aux=L     adds L x the next-token cross-entropy on the solution tokens the oracle calls right: the
           PRM keeps predicting what a right solution writes next, as the SFT policy did
@@ -14,6 +14,7 @@ surprise=1  the PRM's logit at token t is its head's plus log pi(x_t | x_<t) und
 
 Writes results/verifiers/runs/trunk_NAME.json and prints step AUROC and the first error located per bin.
 """
+import dataclasses
 import json
 import os
 import pickle
@@ -33,7 +34,7 @@ from data.tokenizer import encode  # noqa: E402
 from data.verify import verify  # noqa: E402
 import train_prm as tp  # noqa: E402
 from common import PRESETS, lr_at, make_optimizer, read_split, read_task  # noqa: E402
-from model import load_checkpoint, model_from_checkpoint  # noqa: E402
+from model import GPT, load_checkpoint, model_from_checkpoint  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -65,6 +66,18 @@ def flawed_samples(out, p, n):
         solution = encode(text)
         out_samples.append(tp.judge(r, encode(prompt_text(r["problem"])), solution, [0.0] * len(solution), verify(problem, text, p), p))
     return out_samples
+
+
+def deeper(sft, extra):
+    """The SFT policy with `extra` new blocks on top, each adding zero to the residual stream at
+    the start (its output projections zeroed): the same function, more capacity to learn."""
+    model = GPT(dataclasses.replace(sft["config"], n_layer=sft["config"].n_layer + extra))
+    missing, unexpected = model.load_state_dict(sft["model"], strict=False)
+    assert not unexpected and all(k.startswith("blocks.") for k in missing)
+    for block in model.blocks[sft["config"].n_layer:]:
+        torch.nn.init.zeros_(block.attn.proj.weight)
+        torch.nn.init.zeros_(block.mlp[2].weight)
+    return model
 
 
 def reward_logits(model, x, surprise):
@@ -102,7 +115,7 @@ def train(model, examples, cfg):
 
 def main():
     out, name = sys.argv[1], sys.argv[2]
-    cfg = dict(aux=0.0, muon_lr=0.02, lr=1e-3, steps=300, freeze=0, seed=0, train_seed=0, surprise=0, problems=0, flawed=0)
+    cfg = dict(aux=0.0, muon_lr=0.02, lr=1e-3, steps=300, freeze=0, seed=0, train_seed=0, surprise=0, problems=0, flawed=0, depth=0)
     for a in sys.argv[3:]:
         key, value = a.split("=")
         cfg[key] = type(cfg[key])(value)
@@ -114,7 +127,7 @@ def main():
     if cfg["flawed"]:  # reference solutions with one copying or arithmetic mistake, on other problems
         samples = samples + flawed_samples(out, task.p, cfg["flawed"])
     examples = tp.token_examples(samples, [tp.oracle_token_labels(s, task.p) for s in samples])
-    prm = model_from_checkpoint(sft)
+    prm = deeper(sft, cfg["depth"]) if cfg["depth"] else model_from_checkpoint(sft)
     if cfg["freeze"]:
         for n, w in prm.named_parameters():
             w.requires_grad_(n.startswith("scalar_head"))
