@@ -17,7 +17,7 @@ one() {  # one LABELS: the PRM on those labels in OUT/prm_labels/LABELS, then it
   for x in data sft; do [ -e "$dir/$x" ] || ln -s "$(cd "$OUT/$x" && pwd)" "$dir/$x"; done
   local common=(--preset "$PRESET" --seed "$SEED" --out "$dir")
   [ -e "$dir/prm/metrics.json" ] || OMP_NUM_THREADS=1 python train_prm.py "${common[@]}" --labels "$1" --problems 2048 \
-    --rollouts "$M" >"$dir/prm_log.txt" 2>&1
+    --steps 300 --rollouts "$M" >"$dir/prm_log.txt" 2>&1
   [ -e "$dir/search/scaling.json" ] || OMP_NUM_THREADS=1 python search.py "${common[@]}" --method bon-prm --budget 4,16 \
     >"$dir/search_log.txt" 2>&1
   echo "labels: $1 done"

@@ -1,5 +1,5 @@
-"""What PRM fine-tuning keeps of the SFT trunk (issue 17, point 1): train_prm.py's PRM (oracle labels
-on every token, the same 8192 policy samples, 300 steps) with one thing changed, judged on
+"""What PRM fine-tuning keeps of the SFT trunk (issue 17, point 1): train_prm.py's PRM of f4cccde (oracle
+labels on every token, the same 8192 policy samples, 300 steps) with one thing changed, judged on
 train_prm.py's own evaluation samples (the same draw as the pipeline's prm/metrics.json).
 
     OMP_NUM_THREADS=1 python results/verifiers/trunk.py DIR NAME [aux=0] [muon_lr=0.02] [lr=1e-3]
@@ -115,7 +115,7 @@ def train(model, examples, cfg):
 
 def main():
     out, name = sys.argv[1], sys.argv[2]
-    cfg = dict(aux=0.0, muon_lr=0.02, lr=1e-3, steps=300, freeze=0, seed=0, train_seed=0, surprise=0, problems=0, flawed=0, depth=0)
+    cfg = dict(aux=0.0, muon_lr=0.02, lr=1e-3, steps=300, freeze=0, seed=0, train_seed=0, surprise=0, problems=8192, flawed=0, depth=0)
     for a in sys.argv[3:]:
         key, value = a.split("=")
         cfg[key] = type(cfg[key])(value)
@@ -123,7 +123,7 @@ def main():
     torch.manual_seed(cfg["seed"])
     sft = load_checkpoint(os.path.join(out, "sft", "ckpt.pt"))
     policy = model_from_checkpoint(sft).eval()
-    samples = training_samples(out, policy, task.p, cfg["seed"], cfg["problems"] or preset.prm.problems)
+    samples = training_samples(out, policy, task.p, cfg["seed"], cfg["problems"])
     if cfg["flawed"]:  # reference solutions with one copying or arithmetic mistake, on other problems
         samples = samples + flawed_samples(out, task.p, cfg["flawed"])
     examples = tp.token_examples(samples, [tp.oracle_token_labels(s, task.p) for s in samples])
