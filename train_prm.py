@@ -34,6 +34,9 @@ twice: as a reward for RL (train_rl.py) and to steer search at test time (search
 
     python train_prm.py --preset tiny --out out/tiny                  # reads out/tiny/{data,sft}
     python train_prm.py --preset tiny --out out/tiny --labels mc-hard # learn from rollouts, no oracle
+    python train_prm.py --preset tiny --out out/tiny --only orm       # the ORM alone (run.sh: on the other lane),
+    python train_prm.py --preset tiny --out out/tiny --only prm       #   the PRM alone,
+    python train_prm.py --preset tiny --out out/tiny --only evaluate  #   then the two judged side by side
 
 What it writes, and what search.py and train_rl.py may rely on:
   DIR/prm/ckpt.pt       the PRM, a GPT checkpoint (model.load_checkpoint). Its scalar head at a
@@ -63,7 +66,7 @@ from data.task import BACK, EOT, PAD, STEP, Problem, parse_problem, prompt_text,
 from data.tokenizer import decode, encode, special_id
 from data.verify import verify
 from model import load_checkpoint, model_from_checkpoint, save_checkpoint
-from reward import outcome_scores, step_ends, step_scores, step_spans
+from reward import load_reward_model, outcome_scores, step_ends, step_scores, step_spans
 
 AGREEMENT_ROLLOUTS = (1, 4, 16)
 EVAL_STREAM = 1_000_003  # the evaluation samples' own random stream: args.seed + this, whatever the labels drew
@@ -427,6 +430,9 @@ def parse_args(argv):
     parser.add_argument("--lm-weight", type=float, help="weight of the next-token loss on right tokens kept beside the reward "
                         "loss, for the PRM and the ORM (0: none; default: the preset's)")
     parser.add_argument("--eval-problems", type=int, help="test problems per difficulty bin (default: the preset's)")
+    parser.add_argument("--only", choices=["prm", "orm", "evaluate"], help="one part, so that two processes can share the "
+                        "work: train the PRM, or the ORM (each on its own draw of the same solutions), or judge the two "
+                        "already trained (default: all three)")
     return parse(parser, argv, lambda preset, args: preset.prm)
 
 
@@ -449,22 +455,26 @@ def make_labels(args, policy, train, p, temperature, generator, gen_batch):
     return [spread(s, y) for s, y in zip(train, step_labels)], label_tokens, agreement
 
 
-def train_verifiers(args, sft, train, labels, batch_size, device):
-    """Phase 3: the PRM (on the labels) and the ORM (on the outcome), both from the SFT weights,
-    both judging every token; both saved. Returns them, their loss histories and trained tokens."""
-    prm = model_from_checkpoint(sft, attn=args.attn).to(device)
-    prm_history, prm_tokens = train_reward_model(prm, token_examples(train, labels), args.steps, batch_size,
-                                                 args.lr, args.muon_lr, args.seed, "prm train", args.lm_weight)
-    # the ORM predicts the final answer's correctness at every token (Cobbe et al. 2021), read at the last
-    orm = model_from_checkpoint(sft, attn=args.attn).to(device)
-    outcomes = [[float(s.correct)] * (len(s.solution)) for s in train]
-    orm_history, orm_tokens = train_reward_model(orm, token_examples(train, outcomes), args.steps, batch_size,
-                                                 args.lr, args.muon_lr, args.seed, "orm train", args.lm_weight)
-    state = dict(step=args.steps, preset=args.preset, labels=args.labels, sft_step=sft["step"])
-    save_checkpoint(os.path.join(args.out, "prm", "ckpt.pt"), prm, kind="prm", loss_history=prm_history, **state)
-    save_checkpoint(os.path.join(args.out, "prm", "orm.pt"), orm, kind="orm", loss_history=orm_history, **state)
-    print(f"prm: trained PRM ({args.labels} labels) and ORM for {args.steps} steps: final loss {prm_history[-1]:.3f} / {orm_history[-1]:.3f}")
-    return prm, orm, prm_history, orm_history, prm_tokens + orm_tokens
+def train_verifier(args, sft, examples, batch_size, device, kind, facts):
+    """Phase 3, for one reward model: from the SFT weights, judging every token; saved with what
+    the evaluation reports of its training (facts). Returns its training seconds."""
+    t = time.time()
+    model = model_from_checkpoint(sft, attn=args.attn).to(device)
+    history, tokens = train_reward_model(model, examples, args.steps, batch_size, args.lr, args.muon_lr, args.seed,
+                                         f"{kind} train", args.lm_weight)
+    seconds = dict(facts.pop("seconds"), train=time.time() - t)
+    save_checkpoint(reward_model_path(args.out, kind), model, kind=kind, labels=args.labels, loss_history=history,
+                    trained_tokens=tokens, seconds=seconds, **facts, **training_settings(args, sft))
+    print(f"prm: trained the {kind.upper()} for {args.steps} steps: final loss {history[-1]:.3f}")
+
+
+def reward_model_path(out, kind):
+    return os.path.join(out, "prm", "ckpt.pt" if kind == "prm" else "orm.pt")
+
+
+def training_settings(args, sft):
+    """What a PRM and the ORM it is compared with must share: trained apart (--only), they are checked."""
+    return dict(preset=args.preset, seed=args.seed, sft_step=sft["step"], step=args.steps, lr=args.lr, muon_lr=args.muon_lr, lm_weight=args.lm_weight)
 
 
 def main(argv=None):
@@ -484,51 +494,82 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     generator = torch.Generator(d.device).manual_seed(args.seed)
     policy = model_from_checkpoint(sft, attn=args.attn).to(d.device).eval()
-    gen_batch = preset.prm.gen_batch
-    seconds, t = {}, time.time()
+    gen_batch, batch_size = preset.prm.gen_batch, preset.prm.batch_size
 
-    # ---- 1. one solution to each training problem: the policy's own mistakes are what a PRM must catch
-    records = read_split(args.out, "train")[:args.problems]
-    train = [g[0] for g in sample_solutions(policy, records, 1, temperature, task.p, generator, gen_batch, "prm sample")]
-    print(f"prm: {len(train)} solutions to training problems at temperature {temperature}: "
-          f"{sum(s.correct for s in train) / len(train):.3f} right answers, "
-          f"{right_steps(train):.3f} of {sum(len(s.labels) for s in train)} steps right (oracle)")
-    seconds["sample"], t = time.time() - t, time.time()
-    # ---- 2. labels; 3. the PRM and the ORM
-    labels, label_tokens, agreement = make_labels(args, policy, train, task.p, temperature, generator, gen_batch)
-    seconds["label"], t = time.time() - t, time.time()
-    prm, orm, prm_history, orm_history, trained_tokens = train_verifiers(args, sft, train, labels, preset.prm.batch_size, d.device)
-    seconds["train"], t = time.time() - t, time.time()
+    if args.only != "evaluate":
+        # ---- 1. one solution to each training problem: the policy's own mistakes are what a PRM must catch
+        t = time.time()
+        records = read_split(args.out, "train")[:args.problems]
+        train = [g[0] for g in sample_solutions(policy, records, 1, temperature, task.p, generator, gen_batch, "prm sample")]
+        print(f"prm: {len(train)} solutions to training problems at temperature {temperature}: "
+              f"{sum(s.correct for s in train) / len(train):.3f} right answers, "
+              f"{right_steps(train):.3f} of {sum(len(s.labels) for s in train)} steps right (oracle)")
+        sampled = dict(sampled_tokens=sum(len(s.tokens) for s in train), seconds={"sample": time.time() - t})
+    if args.only in (None, "prm"):
+        # ---- 2. labels; 3. the PRM on them
+        t = time.time()
+        labels, label_tokens, agreement = make_labels(args, policy, train, task.p, temperature, generator, gen_batch)
+        facts = dict(sampled, seconds=dict(sampled["seconds"], label=time.time() - t), monte_carlo_label_tokens=label_tokens,
+                     monte_carlo_agreement=agreement, train_solutions=len(train),
+                     train_answer_accuracy=sum(s.correct for s in train) / len(train),
+                     train_step_labels=sum(len(s.labels) for s in train), train_step_right_fraction=right_steps(train))
+        train_verifier(args, sft, token_examples(train, labels), batch_size, d.device, "prm", facts)
+    if args.only in (None, "orm"):
+        # ---- 3. the ORM: the final answer's correctness at every token (Cobbe et al. 2021), read at the last
+        outcomes = [[float(s.correct)] * (len(s.solution)) for s in train]
+        facts = sampled if args.only == "orm" else dict(sampled_tokens=0, seconds={})  # together, one draw serves both
+        train_verifier(args, sft, token_examples(train, outcomes), batch_size, d.device, "orm", dict(facts))
+    if args.only in ("prm", "orm"):
+        print(f"prm: the {args.only.upper()} in {reward_model_path(args.out, args.only)}; judge it beside the other: "
+              f"python train_prm.py --only evaluate --out {args.out}")
+        teardown(d)
+        return None
+    metrics = evaluate(args, policy, task, d, temperature, gen_batch, sft)
+    print(verifier_summary(metrics["verifiers_by_difficulty"], task.max_train_d))
+    print(f"prm: {time.time() - t0:.0f}s, metrics in {args.out}/prm/metrics.json")
+    teardown(d)
+    return metrics
 
-    # ---- 4. the verifiers head to head, on the policy's own samples of test problems
+
+def evaluate(args, policy, task, d, temperature, gen_batch, sft):
+    """Phase 4: the verifiers head to head, on the policy's own samples of test problems; the
+    metrics, with what the two checkpoints say of their training."""
+    t = time.time()
+    ckpts = {kind: load_checkpoint(reward_model_path(args.out, kind)) for kind in ("prm", "orm")}
+    if any("trained_tokens" not in c for c in ckpts.values()):
+        raise UserError(f"the reward models in {args.out}/prm were written by an older train_prm.py: train them again")
+    settings = {kind: {k: c.get(k) for k in training_settings(args, sft)} for kind, c in ckpts.items()}
+    if settings["prm"] != settings["orm"] or settings["prm"]["sft_step"] != sft["step"]:
+        raise UserError(f"the PRM and the ORM in {args.out}/prm were trained apart with other settings or another SFT "
+                        f"policy ({settings['prm']} against {settings['orm']}): train them again")
+    prm, orm = (load_reward_model(reward_model_path(args.out, kind), policy, args.attn, d.device) for kind in ("prm", "orm"))
     judged_on = torch.Generator(d.device).manual_seed(args.seed + EVAL_STREAM)  # the same samples whatever came before
-    samples, bins = evaluation_samples(policy, prm, orm, read_split(args.out, "test"), args.eval_problems, preset.prm.eval_samples,
-                                       temperature, task.p, judged_on, gen_batch)
+    samples, bins = evaluation_samples(policy, prm, orm, read_split(args.out, "test"), args.eval_problems,
+                                       PRESETS[args.preset].prm.eval_samples, temperature, task.p, judged_on, gen_batch)
     verifiers = verifier_table(samples, bins)
     in_range = [s for s in samples if s.difficulty <= task.max_train_d]
-    seconds["evaluate"] = time.time() - t
+    p, o = ckpts["prm"], ckpts["orm"]
+    seconds = {**p["seconds"], **{f"orm_{k}": v for k, v in o["seconds"].items()}, "evaluate": time.time() - t}
     metrics = {
-        "stage": "prm", "preset": args.preset, "device": str(d.device), "labels": args.labels,
-        "train_solutions": len(train), "temperature": temperature,
-        "train_answer_accuracy": sum(s.correct for s in train) / len(train),
-        "train_step_labels": sum(len(s.labels) for s in train), "train_step_right_fraction": right_steps(train),
-        "monte_carlo_rollouts": args.rollouts if args.labels != "oracle" else None, "monte_carlo_label_tokens": label_tokens,
-        "steps": args.steps, "batch_size": preset.prm.batch_size, "lr": args.lr, "muon_lr": args.muon_lr,
-        "lm_weight": args.lm_weight,
-        "train_flops": flops(sum(p.numel() for p in prm.parameters()), trained_tokens=trained_tokens,  # both models
-                             forward_tokens=sum(len(s.tokens) for s in train) + label_tokens),  # sampled: solutions, labels
-        "prm_final_loss": prm_history[-1], "orm_final_loss": orm_history[-1],
-        "eval_problems_per_bin": args.eval_problems, "eval_samples_per_problem": preset.prm.eval_samples,
+        "stage": "prm", "preset": args.preset, "device": str(d.device), "labels": p["labels"],
+        "train_solutions": p["train_solutions"], "temperature": temperature,
+        "train_answer_accuracy": p["train_answer_accuracy"],
+        "train_step_labels": p["train_step_labels"], "train_step_right_fraction": p["train_step_right_fraction"],
+        "monte_carlo_rollouts": args.rollouts if p["labels"] != "oracle" else None,
+        "monte_carlo_label_tokens": p["monte_carlo_label_tokens"],
+        "steps": p["step"], "batch_size": PRESETS[args.preset].prm.batch_size, "lr": p["lr"], "muon_lr": p["muon_lr"],
+        "lm_weight": p["lm_weight"],
+        "train_flops": flops(sum(q.numel() for q in prm.parameters()), trained_tokens=p["trained_tokens"] + o["trained_tokens"],
+                             forward_tokens=p["sampled_tokens"] + o["sampled_tokens"] + p["monte_carlo_label_tokens"]),
+        "prm_final_loss": p["loss_history"][-1], "orm_final_loss": o["loss_history"][-1],
+        "eval_problems_per_bin": args.eval_problems, "eval_samples_per_problem": PRESETS[args.preset].prm.eval_samples,
         "step_auroc": auroc([q for s in in_range for q in s.scores["prm"]], [y for s in in_range for y in s.labels]),
         "step_auroc_by_difficulty": {b: row["step_auroc_prm"] for b, row in verifiers.items()},
         **first_error_rates(in_range, "prm"),
-        "verifiers_by_difficulty": verifiers, "monte_carlo_agreement": agreement,
-        "seconds": seconds, "wall_time_s": time.time() - t0,
+        "verifiers_by_difficulty": verifiers, "monte_carlo_agreement": p["monte_carlo_agreement"],
+        "seconds": seconds, "wall_time_s": sum(seconds.values()),
     }
     write_json(os.path.join(args.out, "prm", "metrics.json"), metrics)
-    print(verifier_summary(verifiers, task.max_train_d))
-    print(f"prm: {metrics['wall_time_s']:.0f}s, metrics in {args.out}/prm/metrics.json")
-    teardown(d)
     return metrics
 
 

@@ -35,8 +35,8 @@ MUTATIONS = [
      "select_among(out[n], root, chains, answers, truth, {m: s for m, s in scores.items() if s is not None})", "tests/test_search.py"),
     ("the located first error taken as the lowest-scored step, not the largest drop", "train_prm.py",
      "return drops.index(max(drops))", "return scores.index(min(scores))", "tests/test_prm.py"),
-    ("the verifiers judged on the labels' random stream, not their own", "train_prm.py",
-     "task.p, judged_on, gen_batch)", "task.p, generator, gen_batch)", "tests/test_prm.py"),
+    ("a PRM and an ORM trained apart with other settings judged side by side anyway", "train_prm.py",
+     'if settings["prm"] != settings["orm"] or', 'if False and settings["prm"] != settings["orm"] or', "tests/test_prm.py"),
     ("the reward models' next-token loss weighted by the label of the token before, not the token predicted", "train_prm.py",
      "y = targets[:, 1:].clamp(min=0)", "y = targets[:, :-1].clamp(min=0)", "tests/test_prm.py"),
 ]

@@ -254,3 +254,26 @@ def test_every_prm_run_is_judged_on_the_same_samples_whatever_its_labels_drew(sf
         rows.append(metrics["verifiers_by_difficulty"])
     samples_only = ("samples", "right_steps", "step_auroc_confidence", "confidence_first_error_located_rate")
     assert [[r[k] for r in rows[0].values() for k in samples_only]] == [[r[k] for r in rows[1].values() for k in samples_only]]
+
+
+def test_the_prm_and_the_orm_trained_apart_are_judged_as_if_trained_together(sft_dir, tmp_path):
+    """run.sh trains the ORM on the other lane (--only orm) while the PRM trains (--only prm), then
+    judges them (--only evaluate): the same draw of solutions, the same weights, the same table."""
+    def fresh(name):
+        out = tmp_path / name
+        out.mkdir()
+        for x in ("data", "sft"):
+            os.symlink(sft_dir / x, out / x)
+        return ["--preset", "test", "--out", str(out), "--problems", "6", "--agreement-samples", "2", "--steps", "3",
+                "--eval-problems", "2"]
+    together = train_prm.main(fresh("together"))
+    apart = fresh("apart")
+    assert train_prm.main([*apart, "--only", "orm"]) is None and train_prm.main([*apart, "--only", "prm"]) is None
+    assert not os.path.exists(tmp_path / "apart" / "prm" / "metrics.json")
+    split = train_prm.main([*apart, "--only", "evaluate"])
+    differ = {"seconds", "wall_time_s", "train_flops"}  # the ORM drew the solutions again: more compute, the same result
+    assert {k: v for k, v in split.items() if k not in differ} == {k: v for k, v in together.items() if k not in differ}
+    assert split["train_flops"] > together["train_flops"]
+    train_prm.main([*apart, "--only", "orm", "--steps", "2"])  # an ORM trained otherwise is no fair baseline
+    with pytest.raises(common.UserError, match="trained apart with other settings"):
+        train_prm.main([*apart, "--only", "evaluate"])

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STAGES = ["prepare", "sft", "prm", "rl", "search (sft policy)", "sft (width 16)", "prepare (self-correction traces)",
+STAGES = ["prepare", "sft", "prm", "orm", "prm (evaluation)", "rl", "search (sft policy)", "sft (width 16)", "prepare (self-correction traces)",
           "sft (self-correction, width 16)", "search (width 16)", "search (rl policy)"]
 
 
