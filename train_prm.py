@@ -45,7 +45,9 @@ What it writes, and what search.py and train_rl.py may rely on:
                         the answer line as a last step. reward.step_scores reads them all in one
                         forward pass; common.aggregate turns them into one score (min, prod, last).
   DIR/prm/orm.pt        the ORM, the same architecture: the logit that the final answer is
-                        right, read at the last token (common.outcome_scores).
+                        right, read at the last token (common.outcome_scores). Each checkpoint
+                        keeps what its training was (settings, loss, tokens, seconds), so that
+                        --only evaluate can judge two trained apart and refuse a mismatched pair.
   DIR/prm/metrics.json  step_auroc (test problems of the training difficulties), per bin, the
                         verifiers head to head (verifiers_by_difficulty), the first-error rates,
                         the Monte Carlo agreement curve, preset, device, wall time.
