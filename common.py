@@ -40,11 +40,11 @@ class SFTConfig:
 @dataclass(frozen=True)
 class PRMConfig:
     """train_prm.py: the process and outcome reward models."""
-    problems: int = 12288        # training problems the policy writes one solution to: the PRM's examples
+    problems: int = 16384        # training problems the policy writes one solution to: the PRM's examples
     temperature: float = 1.0     # sampling temperature for solutions and Monte Carlo rollouts
     rollouts: int = 4            # M: rollouts per step for --labels mc-hard / mc-soft
     agreement_samples: int = 64  # solutions whose steps get 1, 4, 16 rollouts to compare with the oracle
-    steps: int = 450             # optimizer steps, for the PRM and again for the ORM (more of both: results/verifiers)
+    steps: int = 600             # optimizer steps, for the PRM and again for the ORM (more of both: results/verifiers)
     batch_size: int = 64         # sequences per optimizer step
     lr: float = 1e-3             # AdamW's peak (embeddings, gains, the scalar head)
     muon_lr: float = 0.02        # Muon's peak (the blocks' matrices), as in SFT
