@@ -74,16 +74,21 @@ def prm_section(prm, grid):
         r = at.get((method, int(b)))
         return f"{r['accuracy']:.2f} ({r['interval'][0]:.2f}-{r['interval'][1]:.2f})" if r else "n/a"
 
-    rows = [[b, r["samples"], pct(r["step_auroc_prm"]), pct(r["step_auroc_confidence"]), pct(r["outcome_auroc_orm"]),
+    def gap(r):  # PRM - confidence step AUROC, with its paired interval over problems
+        g = r.get("step_auroc_prm_minus_confidence")
+        return f"{g[0]:+.3f} ({g[1]:+.3f}, {g[2]:+.3f})" if g else "n/a"
+
+    rows = [[b, r["samples"], pct(r["step_auroc_prm"]), pct(r["step_auroc_confidence"]), gap(r), pct(r["outcome_auroc_orm"]),
              pct(r["outcome_auroc_prm"]), pct(r.get("prm_first_error_located_rate")), pct(r.get("confidence_first_error_located_rate")),
              pct(r["prm_first_error_lowest_rate"]), pct(r["prm_first_error_found_rate"])] + [cell(m, b) for m, _ in picks]
             for b, r in prm["verifiers_by_difficulty"].items()]
-    header = ["d", "samples", "step AUROC PRM", "confidence", "outcome AUROC ORM", "PRM", "first error located PRM",
+    header = ["d", "samples", "step AUROC PRM", "confidence", "PRM - confidence (95% interval)", "outcome AUROC ORM", "PRM", "first error located PRM",
               "confidence", "PRM's lowest", "PRM's first < 1/2"] + [f"best-of-{n} {name}" for _, name in picks]
     return "\n".join([f"The PRM learned from {prm['labels']} labels on {prm['train_solutions']} of the policy's own solutions "
                       f"(every token labelled; a step scores its weakest token). AUROC against the oracle, on "
                       f"{prm['eval_samples_per_problem']} samples of the SFT policy per test problem (temperature "
-                      f"{prm['temperature']}). The first error: of the solutions with one, how often the first wrong "
+                      f"{prm['temperature']}); the PRM's lead over the confidence with its 95% interval, resampling "
+                      f"problems. The first error: of the solutions with one, how often the first wrong "
                       f"step is the one a verifier locates (the largest drop of its running lowest score: its most likely "
                       f"first error), the PRM's lowest-scored step (a later step, also labelled wrong, may rightly score "
                       f"lower) and the PRM's first step below 1/2. Best-of-{n} from the search grid, with 95% intervals:", "",

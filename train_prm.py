@@ -27,7 +27,8 @@ twice: as a reward for RL (train_rl.py) and to steer search at test time (search
    2021), trained the same way, and is read at the last.
 4. Evaluate the verifiers head to head on the policy's own samples of test problems, per bin:
    step AUROC against the oracle of the PRM and of the policy's confidence (no training: its
-   least likely token so far), outcome AUROC of the ORM, and where each puts the first error: how
+   least likely token so far), the PRM's lead with its paired interval over problems, outcome
+   AUROC of the ORM, and where each puts the first error: how
    often the first wrong step is the step it locates (its largest drop), its lowest-scored, and
    its first scored below 1/2. What each verifier buys in best-of-N is search.py's grid:
    selection lives there.
@@ -58,6 +59,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -257,21 +259,32 @@ def auroc(scores, labels):
     """Area under the ROC curve: the probability that a random positive scores above a random
     negative, ties counting half. = Mann-Whitney U / (positives x negatives), U from the ranks
     of the positives among all scores (tied scores share their mean rank). None if a class is empty."""
-    n_pos = sum(1 for y in labels if y == 1)
-    n_neg = len(labels) - n_pos
+    scores, positive = np.asarray(scores, dtype=float), np.asarray(labels) == 1
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         return None
-    order = sorted(range(len(scores)), key=scores.__getitem__)
-    ranks, i = [0.0] * len(scores), 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
-            j += 1
-        for t in range(i, j + 1):
-            ranks[order[t]] = (i + j) / 2 + 1  # ranks 1..n, ties: the mean of theirs
-        i = j + 1
-    rank_sum = sum(r for r, y in zip(ranks, labels) if y == 1)
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    _, which, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    mean_rank = np.cumsum(counts) - (counts - 1) / 2  # ranks 1..n; a tied group shares the mean of its ranks
+    rank_sum = mean_rank[which.reshape(-1)][positive].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auroc_difference(groups, resamples=1000, seed=0):
+    """AUROC(a) - AUROC(b) of two verifiers' step scores on the same steps, with its 95% paired
+    bootstrap interval. groups: per problem, (scores a, scores b, labels) of all its samples' steps;
+    a resample draws problems with replacement, keeping each problem's steps together (steps of one
+    solution, and solutions of one problem, are not independent). None if a class is empty."""
+    a, b, y = (np.concatenate([np.asarray(g[k], dtype=float) for g in groups]) for k in range(3))
+    if auroc(a, y) is None:
+        return None
+    starts = np.cumsum([0] + [len(g[2]) for g in groups])
+    rng, diffs = np.random.default_rng(seed), []
+    for _ in range(resamples):
+        idx = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in rng.integers(0, len(groups), len(groups))])
+        if auroc(a[idx], y[idx]) is not None:
+            diffs.append(auroc(a[idx], y[idx]) - auroc(b[idx], y[idx]))
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return [auroc(a, y) - auroc(b, y), float(lo), float(hi)]
 
 
 def right_steps(samples):
@@ -331,9 +344,20 @@ def first_error_rates(samples, key):
             "first_error_lowest_chance": rate(chance), "first_error_solutions": n}
 
 
+def problem_steps(samples):
+    """Per problem (its prompt), the PRM's and the confidence's scores and the oracle labels of
+    every step of its samples: the unit a bootstrap resamples."""
+    groups = {}
+    for s in samples:
+        g = groups.setdefault(tuple(s.prompt), ([], [], []))
+        g[0].extend(s.scores["prm"]), g[1].extend(s.scores["confidence"]), g[2].extend(s.labels)
+    return groups
+
+
 def verifier_table(samples, bins):
-    """Per bin, on the same samples: step AUROC of the PRM and of the policy's confidence; outcome
-    AUROC (is the final answer right?) of the ORM, the PRM (its weakest step) and the confidence."""
+    """Per bin, on the same samples: step AUROC of the PRM and of the policy's confidence, and their
+    difference with its paired interval; outcome AUROC (is the final answer right?) of the ORM, the
+    PRM (its weakest step) and the confidence."""
     rows = {}
     for b in bins:
         group = [s for s in samples if s.difficulty == b]
@@ -344,6 +368,7 @@ def verifier_table(samples, bins):
             **{f"step_auroc_{key}": auroc([q for s in group for q in s.scores[key]], steps) for key in ("prm", "confidence")},
             **{f"outcome_auroc_{key}": auroc([min(s.scores[key], default=0.0) for s in group], outcome)
                for key in ("orm", "prm", "confidence")},
+            "step_auroc_prm_minus_confidence": auroc_difference(list(problem_steps(group).values())),
             **{f"{key}_{k}": v for key in ("prm", "confidence") for k, v in first_error_rates(group, key).items()},
         }
     return rows

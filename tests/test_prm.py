@@ -58,6 +58,43 @@ def test_auroc_against_hand_computed_pairs():
     assert train_prm.auroc([0.3, 0.7], [1, 1]) is None
 
 
+def test_auroc_is_the_fraction_of_right_wrong_pairs_ordered_right():
+    r = random.Random(0)
+    for _ in range(100):
+        n = r.randint(2, 25)
+        scores = [r.choice([0.1, 0.2, r.random()]) for _ in range(n)]  # many ties
+        labels = [r.randint(0, 1) for _ in range(n)]
+        right = [q for q, y in zip(scores, labels) if y]
+        wrong = [q for q, y in zip(scores, labels) if not y]
+        pairs = [(q > w) + 0.5 * (q == w) for q in right for w in wrong]
+        expected = sum(pairs) / len(pairs) if pairs else None
+        assert train_prm.auroc(scores, labels) == pytest.approx(expected)
+
+
+def test_auroc_difference_of_two_verifiers_on_the_same_steps():
+    r = random.Random(1)
+    groups = []
+    for _ in range(30):
+        labels = [r.randint(0, 1) for _ in range(6)]
+        groups.append(([y + r.random() for y in labels], [r.random() for _ in labels], labels))  # a sees, b guesses
+    diff, lo, hi = train_prm.auroc_difference(groups)
+    a, b, y = ([q for g in groups for q in g[k]] for k in range(3))
+    assert diff == pytest.approx(train_prm.auroc(a, y) - train_prm.auroc(b, y))
+    assert 0 < lo < diff < hi
+    assert train_prm.auroc_difference([(g[0], g[0], g[2]) for g in groups]) == [0.0, 0.0, 0.0]
+    assert train_prm.auroc_difference([([0.5], [0.5], [1])]) is None
+
+
+def test_auroc_difference_resamples_problems_not_steps():
+    """A problem's steps rise and fall together; copying each step 20 times within its problem adds
+    no information, so the interval must not narrow (resampling steps would narrow it about 4.5x)."""
+    r = random.Random(2)
+    groups = [([r.random() + y], [r.random() + 0.3 * y], [y]) for y in (r.randint(0, 1) for _ in range(60))]
+    copied = [tuple(v * 20 for v in g) for g in groups]
+    (_, lo, hi), (_, lo20, hi20) = train_prm.auroc_difference(groups), train_prm.auroc_difference(copied)
+    assert (hi20 - lo20) > 0.7 * (hi - lo)
+
+
 def judged(solution, scores=None):
     prompt = encode(prompt_text(LINE))
     tokens = encode(solution)
@@ -229,6 +266,10 @@ def test_train_prm_writes_both_reward_models_and_the_metrics(sft_dir):
     row = metrics["verifiers_by_difficulty"]["1"]
     assert row["samples"] == 2 * PRESETS["test"].prm.eval_samples
     assert {"step_auroc_prm", "step_auroc_confidence", "outcome_auroc_orm", "prm_first_error_lowest_rate"} <= set(row)
+    for r in metrics["verifiers_by_difficulty"].values():
+        if r["step_auroc_prm_minus_confidence"] is not None:
+            diff, lo, hi = r["step_auroc_prm_minus_confidence"]
+            assert diff == pytest.approx(r["step_auroc_prm"] - r["step_auroc_confidence"]) and lo <= diff <= hi
     assert [r["rollouts"] for r in metrics["monte_carlo_agreement"]] == [1, 4, 16]
     assert os.path.exists(sft_dir / "prm" / "metrics.json")
     for name in ("ckpt.pt", "orm.pt"):
