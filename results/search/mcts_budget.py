@@ -44,6 +44,12 @@ def finished_chains(root):
     return ends
 
 
+def distinct_chains(leaves, problem, setup):
+    """(distinct finished chains, distinct answers among them)."""
+    texts = {tuple(leaf.sequence) for leaf in leaves}
+    return len(texts), len({search.answer_of(leaf, problem, setup.p) for leaf in leaves} - {None})
+
+
 def tree_best(root, problem, setup):
     """The answer of the finished chain in the tree the PRM scores highest: best-of-N over the tree."""
     ends = finished_chains(root)
@@ -87,8 +93,9 @@ def run_mcts(setup, prompts, problems, greedy, sims, c_puct, expand):
     if unscored:  # the completion of the most visited chain, for the diagnosis only
         setup.score(unscored)
     picked = [search.chain_score(leaf, setup.args.aggregate) for leaf in leaves]
+    distinct = [distinct_chains(finished_chains(root) + [leaf], problem, setup) for root, leaf, problem in zip(roots, leaves, problems)]
     return (visited, [v if v is not None else a for v, a in zip(voted, visited)], [r.compute.generated_tokens for r in roots],
-            picked, [v if v is not None else a for v, a in zip(best, visited)])
+            picked, [v if v is not None else a for v, a in zip(best, visited)], distinct)
 
 
 def diagnose(name, truth, mcts_answers, mcts_scores, bon_answers, bon_scores):
@@ -133,15 +140,20 @@ def main(out, seed, which, variants):
             else:
                 pool = search.run_sampled(setup, ["bon-prm", "prm-vote"], prompts, problems, [N])[N]
                 bon = ([o.answer for o in pool["bon-prm"]], [search.chain_score(o.leaf, args.aggregate) for o in pool["bon-prm"]])
+                spread = [distinct_chains(finished_chains(o.root), pr, setup) for o, pr in zip(pool["bon-prm"], problems)]
+                print(f"  seed {seed} d={b} {N} samples: {sum(c for c, _ in spread) / len(spread):.1f} distinct chains, "
+                      f"{sum(a for _, a in spread) / len(spread):.2f} distinct answers per problem", flush=True)
                 for m in ("bon-prm", "prm-vote"):
                     mine[f"{m}@{N}"] = (right([o.answer for o in pool[m]]), [o.compute.generated_tokens for o in pool[m]])
             for v in variants:
                 name, sims, c_puct, expand, *pw = v.split(":")
                 search.select_leaf = widening_select(*map(float, pw)) if pw else SELECT_LEAF
                 torch.manual_seed(seed * 1000 + b + 1)
-                visited, voted, tokens, picked, best = run_mcts(setup, prompts, problems, greedy, int(sims), float(c_puct), int(expand))
+                visited, voted, tokens, picked, best, distinct = run_mcts(setup, prompts, problems, greedy, int(sims), float(c_puct), int(expand))
                 if which == "tune":
                     diagnose(f"seed {seed} d={b} {name}", truth, visited, picked, *bon)
+                    print(f"  seed {seed} d={b} {name}: {sum(c for c, _ in distinct) / len(distinct):.1f} distinct finished chains, "
+                          f"{sum(a for _, a in distinct) / len(distinct):.2f} distinct answers per tree", flush=True)
                 mine[name], mine[name + "+vote"], mine[name + "+best"] = (right(visited), tokens), (right(voted), tokens), (right(best), tokens)
         for k, (c, t) in mine.items():
             r = rows.setdefault(k, {"correct": [], "tokens": []})
