@@ -455,6 +455,41 @@ def paired_difference(a, b, resamples=4000, seed=0):
     return float(diff.mean()), float(lo), float(hi)
 
 
+def auroc(scores, labels):
+    """Area under the ROC curve: the probability that a random positive scores above a random
+    negative, ties counting half. = Mann-Whitney U / (positives x negatives), U from the ranks
+    of the positives among all scores (tied scores share their mean rank). None if a class is empty."""
+    import numpy as np
+    scores, positive = np.asarray(scores, dtype=float), np.asarray(labels) == 1
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    _, which, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    mean_rank = np.cumsum(counts) - (counts - 1) / 2  # ranks 1..n; a tied group shares the mean of its ranks
+    rank_sum = mean_rank[which.reshape(-1)][positive].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auroc_difference(groups, resamples=1000, seed=0):
+    """AUROC(a) - AUROC(b) of two verifiers' step scores on the same steps, with its 95% paired
+    bootstrap interval. groups: per problem, (scores a, scores b, labels) of all its samples' steps;
+    a resample draws problems with replacement, keeping each problem's steps together (steps of one
+    solution, and solutions of one problem, are not independent). None if a class is empty."""
+    import numpy as np
+    a, b, y = (np.concatenate([np.asarray(g[k], dtype=float) for g in groups]) for k in range(3))
+    whole = auroc(a, y)
+    if whole is None:
+        return None
+    starts = np.cumsum([0] + [len(g[2]) for g in groups])
+    rng, diffs = np.random.default_rng(seed), []
+    for _ in range(resamples):
+        idx = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in rng.integers(0, len(groups), len(groups))])
+        if (resampled := auroc(a[idx], y[idx])) is not None:  # a draw may hold one class only
+            diffs.append(resampled - auroc(b[idx], y[idx]))
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return [whole - auroc(b, y), float(lo), float(hi)]
+
+
 def phenomena_bins(max_train_d):
     """The difficulties where the o1 phenomena are judged: the harder half of the training range
     (2, 3 of 1..3; 3, 4 of 1..4), where the policy is neither always right nor always wrong."""

@@ -1,5 +1,6 @@
 """The report's figures (report.py writes them beside the tables that carry the same numbers):
-a search grid's accuracy against generated tokens, and RL's training curves. matplotlib is
+a search grid's accuracy against generated tokens, RL's training curves, and accuracy against
+total compute for the train-time against test-time exchange. matplotlib is
 optional: without it every function returns False and the report has tables only."""
 
 
@@ -73,3 +74,43 @@ def plot_rl(rl, path):
     axes[-1].plot([v["iteration"] + warmup for v in val], [v["accuracy"] for v in val], "o", label="validation, greedy")
     axes[-1].legend(fontsize=7)
     return save(fig, path, dpi=100)
+
+
+def frontier(points):
+    """(FLOPs, accuracy) of the points no cheaper point beats: the best accuracy at each compute."""
+    best, out = -1.0, []
+    for p in sorted(points, key=lambda p: p["flops"]):
+        if p["accuracy"] > best:
+            best = p["accuracy"]
+            out.append((p["flops"], best))
+    return out
+
+
+def plot_compute(sizes, sweep_flops, points, path):
+    """Greedy accuracy per bin against training FLOPs (sweep_flops: each size's; the sweep); then, per bin, each size's best
+    accuracy at a given total compute over all methods and budgets, its greedy point circled
+    (the exchange rate). False without matplotlib."""
+    bins = sorted({int(b) for _, m in sizes for b in m["accuracy_by_difficulty"]})
+    if (plot := panels(1 + len(bins), 3.6, 3.4)) is None:
+        return False
+    fig, axes = plot
+    sweep_ax, per_bin = axes[0], axes[1:]
+    for b in bins:
+        sweep_ax.plot(sweep_flops, [m["accuracy_by_difficulty"].get(str(b)) for _, m in sizes],
+                      marker="o", label=f"d={b}")
+    sweep_ax.set(xscale="log", xlabel="SFT training FLOPs", ylabel="greedy accuracy", title="size sweep")
+    sweep_ax.legend(fontsize=7)
+    for ax, b in zip(per_bin, bins):
+        for name, m in sizes:
+            mine = [p for p in points if p["size"] == name and p["difficulty"] == b]
+            if not mine:
+                continue
+            xs, ys = zip(*frontier(mine))
+            line, = ax.step(xs, ys, where="post", marker=".", label=f"width {m.get('width', name)}")
+            greedy = [p for p in mine if p["method"] == "greedy"]
+            ax.scatter([p["flops"] for p in greedy], [p["accuracy"] for p in greedy], s=60, facecolors="none",
+                       edgecolors=line.get_color())
+        ax.set(xscale="log", xlabel="total FLOPs (train + test set)", title=f"d={b}: best at a compute")
+    per_bin[0].set_ylabel("accuracy")
+    per_bin[-1].legend(fontsize=7)
+    return save(fig, path, dpi=110)

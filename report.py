@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 
 from common import Parser, UserError, flops, paired_difference, phenomena_bins, run_cli, verdict
-from plots import panels, plot_grid, plot_rl, save
+from plots import plot_compute, plot_grid, plot_rl
 
 STAGES = ("sft", "prm", "rl", "search", "search_rl")
 
@@ -40,6 +40,11 @@ def table(header, rows):
 
 def pct(x):
     return "n/a" if x is None else f"{x:.3f}"
+
+
+def change(diff, lo, hi):
+    """A difference with its 95% interval: +0.070 (+0.010, +0.130)."""
+    return f"{diff:+.3f} ({lo:+.3f}, {hi:+.3f})"
 
 
 def accuracy_section(metrics):
@@ -75,8 +80,7 @@ def prm_section(prm, grid):
         return f"{r['accuracy']:.2f} ({r['interval'][0]:.2f}-{r['interval'][1]:.2f})" if r else "n/a"
 
     def gap(r):  # PRM - confidence step AUROC, with its paired interval over problems
-        g = r.get("step_auroc_prm_minus_confidence")
-        return f"{g[0]:+.3f} ({g[1]:+.3f}, {g[2]:+.3f})" if g else "n/a"
+        return change(*r["step_auroc_prm_minus_confidence"]) if r.get("step_auroc_prm_minus_confidence") else "n/a"
 
     rows = [[b, r["samples"], pct(r["step_auroc_prm"]), pct(r["step_auroc_confidence"]), gap(r), pct(r["outcome_auroc_orm"]),
              pct(r["outcome_auroc_prm"]), pct(r.get("prm_first_error_located_rate")), pct(r.get("confidence_first_error_located_rate")),
@@ -265,7 +269,7 @@ def exchange_section(points):
         best = max(cands, key=lambda p: (p["accuracy"], -p["flops"]))
         if "correct" in best and "correct" in ref and best["problem"] == ref["problem"]:
             diff, lo, hi = paired_difference(best["correct"], ref["correct"])
-            judged = f"{diff:+.3f} ({lo:+.3f}, {hi:+.3f}): {verdict(lo, hi)}"
+            judged = f"{change(diff, lo, hi)}: {verdict(lo, hi)}"
         else:
             judged = f"{best['accuracy'] - ref['accuracy']:+.3f} (no per-problem outcomes: no interval)"
         rows.append([d, f"{pct(ref['accuracy'])} ({ref['flops']:.2e})",
@@ -274,50 +278,10 @@ def exchange_section(points):
                   "smaller - larger (95% paired interval): verdict"], rows)
 
 
-def frontier(points):
-    """(FLOPs, accuracy) of the points no cheaper point beats: the best accuracy at each compute."""
-    best, out = -1.0, []
-    for p in sorted(points, key=lambda p: p["flops"]):
-        if p["accuracy"] > best:
-            best = p["accuracy"]
-            out.append((p["flops"], best))
-    return out
-
-
-def plot_compute(sizes, points, path):
-    """Greedy accuracy per bin against training FLOPs (the sweep); then, per bin, each size's best
-    accuracy at a given total compute over all methods and budgets, its greedy point circled
-    (the exchange rate). False without matplotlib."""
-    bins = sorted({int(b) for _, m in sizes for b in m["accuracy_by_difficulty"]})
-    if (plot := panels(1 + len(bins), 3.6, 3.4)) is None:
-        return False
-    fig, axes = plot
-    sweep_ax, per_bin = axes[0], axes[1:]
-    for b in bins:
-        sweep_ax.plot([train_flops(m) for _, m in sizes], [m["accuracy_by_difficulty"].get(str(b)) for _, m in sizes],
-                      marker="o", label=f"d={b}")
-    sweep_ax.set(xscale="log", xlabel="SFT training FLOPs", ylabel="greedy accuracy", title="size sweep")
-    sweep_ax.legend(fontsize=7)
-    for ax, b in zip(per_bin, bins):
-        for name, m in sizes:
-            mine = [p for p in points if p["size"] == name and p["difficulty"] == b]
-            if not mine:
-                continue
-            xs, ys = zip(*frontier(mine))
-            line, = ax.step(xs, ys, where="post", marker=".", label=f"width {m.get('width', name)}")
-            greedy = [p for p in mine if p["method"] == "greedy"]
-            ax.scatter([p["flops"] for p in greedy], [p["accuracy"] for p in greedy], s=60, facecolors="none",
-                       edgecolors=line.get_color())
-        ax.set(xscale="log", xlabel="total FLOPs (train + test set)", title=f"d={b}: best at a compute")
-    per_bin[0].set_ylabel("accuracy")
-    per_bin[-1].legend(fontsize=7)
-    return save(fig, path, dpi=110)
-
-
 def paired_cell(a, b, d):
     """A - B on the problems of bin d that both policies' evaluations hold, with the paired interval."""
     c = claim("", "", policy_outcomes(a, [d]), "", policy_outcomes(b, [d]))
-    return f"{c['difference']:+.3f} ({c['interval'][0]:+.3f}, {c['interval'][1]:+.3f})" if "difference" in c else "-"
+    return change(c["difference"], *c["interval"]) if "difference" in c else "-"
 
 
 def self_correction_section(out):
@@ -360,8 +324,8 @@ def rl_section(out):
             for method, budget in [("greedy", 1)] + [(m, k) for k in ks for m in ("majority", "pass@n")]:
                 a, b = grid_outcomes(rl_rows, method, budget, [d]), grid_outcomes(sft_rows, method, budget, [d])
                 c = claim("", "", a, "", b)
-                cells += [f"{c['accuracy_b']:.3f} -> {c['accuracy_a']:.3f}", f"{c['difference']:+.3f} ({c['interval'][0]:+.3f}, "
-                          f"{c['interval'][1]:+.3f})"] if "difference" in c else ["-", "-"]
+                cells += [f"{c['accuracy_b']:.3f} -> {c['accuracy_a']:.3f}", change(c["difference"], *c["interval"])] \
+                    if "difference" in c else ["-", "-"]
             rows.append(cells)
         header = ["d", "pass@1 (greedy)", "change"] + [h for k in ks for h in (f"maj@{k}", "change", f"pass@{k}", "change")]
         lines += ["SFT -> RL on the same test problems (temperature 1 for the samples); change with its 95% paired interval:", "",
@@ -523,8 +487,8 @@ def verdict_section(out, max_train_d):
     rows = []
     for i, c in enumerate(judged[0][1]):
         mine = [claims[i] for _, claims in judged]
-        cells = [f"{m['accuracy_a']:.3f} - {m['accuracy_b']:.3f} = {m['difference']:+.3f} ({m['interval'][0]:+.3f}, "
-                 f"{m['interval'][1]:+.3f}), {m['problems']}" if "difference" in m else "-" for m in mine]
+        cells = [f"{m['accuracy_a']:.3f} - {m['accuracy_b']:.3f} = {change(m['difference'], *m['interval'])}, {m['problems']}"
+                 if "difference" in m else "-" for m in mine]
         verdicts = [m["verdict"] for m in mine]
         rows.append([c["phenomenon"], c["a"], c["b"]] + cells + [f"*{v}*" for v in verdicts]
                     + ([f"**{both(verdicts)}**"] if len(judged) > 1 else []))
@@ -565,7 +529,7 @@ def main(argv=None):
         metrics[f"{stage}_rows"] = load(args.out, stage, "scaling.json")
     sizes = sweep(args.out)
     points = exchange_points(args.out, sizes, metrics["prm"])
-    plotted = len(sizes) > 1 and plot_compute(sizes, points, os.path.join(args.out, "compute.png"))
+    plotted = len(sizes) > 1 and plot_compute(sizes, [train_flops(m) for _, m in sizes], points, os.path.join(args.out, "compute.png"))
     if metrics["rl"] and metrics["rl"].get("training_log"):
         plot_rl(metrics["rl"], os.path.join(args.out, "rl", "training.png"))
     extra = [n for n, _ in sizes if n != "sft"]  # the sweep, its grids, the self-correction run

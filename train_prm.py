@@ -59,13 +59,12 @@ import random
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (PRESETS, UserError, autocast, flops, group_by_difficulty, lr_at, make_optimizer, parse, read_split,
-                    read_task, run_cli, sample_and_verify, setup_device, stage_parser, teardown, write_json)
+from common import (PRESETS, UserError, auroc, auroc_difference, autocast, flops, group_by_difficulty, lr_at, make_optimizer,
+                    parse, read_split, read_task, run_cli, sample_and_verify, setup_device, stage_parser, teardown, write_json)
 from data.task import BACK, EOT, PAD, STEP, Problem, parse_problem, prompt_text, step_text, values
 from data.tokenizer import decode, encode, special_id
 from data.verify import verify
@@ -254,38 +253,6 @@ def monte_carlo_agreement(prefixes, outcomes, rollout_counts=AGREEMENT_ROLLOUTS)
 
 
 # ----------------------------------------------------------------------------- measures
-
-def auroc(scores, labels):
-    """Area under the ROC curve: the probability that a random positive scores above a random
-    negative, ties counting half. = Mann-Whitney U / (positives x negatives), U from the ranks
-    of the positives among all scores (tied scores share their mean rank). None if a class is empty."""
-    scores, positive = np.asarray(scores, dtype=float), np.asarray(labels) == 1
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
-        return None
-    _, which, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    mean_rank = np.cumsum(counts) - (counts - 1) / 2  # ranks 1..n; a tied group shares the mean of its ranks
-    rank_sum = mean_rank[which.reshape(-1)][positive].sum()
-    return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def auroc_difference(groups, resamples=1000, seed=0):
-    """AUROC(a) - AUROC(b) of two verifiers' step scores on the same steps, with its 95% paired
-    bootstrap interval. groups: per problem, (scores a, scores b, labels) of all its samples' steps;
-    a resample draws problems with replacement, keeping each problem's steps together (steps of one
-    solution, and solutions of one problem, are not independent). None if a class is empty."""
-    a, b, y = (np.concatenate([np.asarray(g[k], dtype=float) for g in groups]) for k in range(3))
-    if auroc(a, y) is None:
-        return None
-    starts = np.cumsum([0] + [len(g[2]) for g in groups])
-    rng, diffs = np.random.default_rng(seed), []
-    for _ in range(resamples):
-        idx = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in rng.integers(0, len(groups), len(groups))])
-        if auroc(a[idx], y[idx]) is not None:
-            diffs.append(auroc(a[idx], y[idx]) - auroc(b[idx], y[idx]))
-    lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return [auroc(a, y) - auroc(b, y), float(lo), float(hi)]
-
 
 def right_steps(samples):
     """The fraction of step labels that are 1: the balance the reward model learns from."""

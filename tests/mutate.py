@@ -39,7 +39,7 @@ MUTATIONS = [
      'if settings["prm"] != settings["orm"] or', 'if False and settings["prm"] != settings["orm"] or', "tests/test_prm.py"),
     ("the reward models' next-token loss weighted by the label of the token before, not the token predicted", "train_prm.py",
      "y = targets[:, 1:].clamp(min=0)", "y = targets[:, :-1].clamp(min=0)", "tests/test_prm.py"),
-    ("the AUROC interval resampling steps, not problems (as if a solution's steps were independent)", "train_prm.py",
+    ("the AUROC interval resampling steps, not problems (as if a solution's steps were independent)", "common.py",
      "idx = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in rng.integers(0, len(groups), len(groups))])",
      "idx = rng.integers(0, len(y), len(y))", "tests/test_prm.py"),
 ]

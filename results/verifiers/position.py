@@ -10,6 +10,7 @@ prefix scores, best-of-N by the whole chain's.
 """
 import os
 import sys
+from dataclasses import replace
 
 import torch
 
@@ -35,11 +36,9 @@ def main(out, seed):
     print("| position | steps | wrong | PRM | confidence | PRM - confidence (95% interval) |")
     print("|---:|---:|---:|---:|---:|---|")
     for j in range(max(len(s.labels) for s in in_range)):
-        groups = {}
-        for s in in_range:
-            if j < len(s.labels):
-                g = groups.setdefault(tuple(s.prompt), ([], [], []))
-                g[0].append(s.scores["prm"][j]), g[1].append(s.scores["confidence"][j]), g[2].append(s.labels[j])
+        at_j = [replace(s, labels=s.labels[j:j + 1], scores={k: s.scores[k][j:j + 1] for k in ("prm", "confidence")})
+                for s in in_range if j < len(s.labels)]  # each sample cut to its step j
+        groups = train_prm.problem_steps(at_j)
         labels = [y for g in groups.values() for y in g[2]]
         wrong = labels.count(0)
         if wrong < 10 or wrong == len(labels):
