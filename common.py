@@ -79,7 +79,7 @@ class SearchConfig:
     """search.py: the test-time compute grid and its methods."""
     grid_problems: int = 200        # test problems per bin of the grid in the phenomena bins (common.phenomena_bins)
     grid_problems_other: int = 50   # ... and in the other bins
-    temperature: float = 1.0        # sampling temperature of every method but greedy
+    temperature: float = 0.7        # sampling temperature of every method but greedy (results/search/temperature.md)
     aggregate: str = "min"          # best-of-N: a chain's PRM score from its steps' (min, prod, last)
     expand: int = 4                 # MCTS: steps sampled per expansion, at most N
     c_puct: float = 1.0             # MCTS: exploration constant of PUCT

@@ -587,7 +587,7 @@ def main(argv=None):
     greedy = bin_rates({r["difficulty"]: r["correct"] for r in rows if r["method"] == "greedy"})
     write_json(os.path.join(out_dir, "metrics.json"), {
         "stage": "search", "preset": args.preset, "device": str(d.device), "policy": args.policy, "methods": methods,
-        "budgets": budgets, "problems_per_bin": {str(b): n for b, n in per_bin.items()}, "wall_time_s": time.time() - start, **greedy})
+        "budgets": budgets, "temperature": args.temperature, "problems_per_bin": {str(b): n for b, n in per_bin.items()}, "wall_time_s": time.time() - start, **greedy})
     for method, budget in dict.fromkeys((r["method"], r["budget"]) for r in rows):  # pooled over the bins; per bin: report.py
         mine = [c for r in rows if (r["method"], r["budget"]) == (method, budget) for c in r["correct"]]
         print(f"search: {method:>14} N={budget:<3} accuracy {sum(mine) / len(mine):.3f} over {len(mine)} problems")
