@@ -149,7 +149,8 @@ def scaling_table(rows, max_train_d):
     bins = sorted({r["difficulty"] for r in rows})
     cell = {(r["method"], r["budget"], r["difficulty"]): r for r in rows}
     head = [f"d={d}" + (" (OOD)" if d > max_train_d else "") for d in bins]
-    lines = ["accuracy (generated tokens per problem), per difficulty bin; pass@n is the oracle ceiling of best-of-N", "",
+    lines = ["accuracy (generated tokens per problem), per difficulty bin; pass@n is the oracle ceiling of best-of-N; a sampled "
+             "method at budget n is averaged over the disjoint groups of n in the largest budget's pool of samples", "",
              "| method | budget | " + " | ".join(head) + " | PRM/ORM tokens read |", "|---|---:|" + "---:|" * (len(bins) + 1)]
     for method, budget in dict.fromkeys((r["method"], r["budget"]) for r in rows):
         cells = [f"{cell[method, budget, d]['accuracy']:.3f} ({cell[method, budget, d]['generated_tokens']:.0f})" for d in bins]

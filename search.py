@@ -327,6 +327,7 @@ class Outcome:
     root: Node              # everything the method explored
     compute: Compute
     note: str = ""          # e.g. the votes
+    rate: float | None = None  # sampled methods: how many of the pool's disjoint groups of n picked the right answer
 
 
 def answer_of(leaf, problem, p):
@@ -343,7 +344,10 @@ def run_sampled(setup, methods, prompts, problems, budgets):
     """majority, bon-prm, prm-vote, bon-orm, bon-confidence and pass@n at every budget n, from one
     pool of max(budgets) samples per problem: budget n selects among the pool's first n, so the
     budgets are compared on the same samples (as Lightman et al. subsample their pool of 1860), and
-    each pays for the n chains it saw. Returns {n: {method: [Outcome per problem]}}."""
+    each pays for the n chains it saw. Each Outcome is that first group's pick; its rate is the
+    fraction of right picks over all pool // n disjoint groups of n, each an independent best-of-n,
+    so a small budget is judged on its mean over the pool, not on one lucky or unlucky group.
+    Returns {n: {method: [Outcome per problem]}}."""
     pool, with_prm = max(budgets), any(m in methods for m in ("bon-prm", "prm-vote"))
     roots = [new_root(prompt) for prompt in prompts]
     leaves = complete([root for root in roots for _ in range(pool)], setup.extend)
@@ -359,7 +363,14 @@ def run_sampled(setup, methods, prompts, problems, budgets):
                   if "bon-confidence" in methods else None}
         answers, truth = [answer_of(leaf, problem, setup.p) for leaf in chains], values(problem, setup.p)[problem.query]
         for n in budgets:
-            select_among(out[n], root, chains[:n], answers[:n], truth, {m: s[:n] for m, s in scores.items() if s is not None})
+            picks = defaultdict(list)
+            for g in (slice(k * n, (k + 1) * n) for k in range(pool // n)):
+                select_among(picks, root, chains[g], answers[g], truth, {m: s[g] for m, s in scores.items() if s is not None})
+            for method, groups in picks.items():
+                groups[0].rate = sum(o.answer == truth for o in groups) / len(groups)
+                groups[0].compute = Compute(*(sum(getattr(o.compute, f) for o in groups) / len(groups)
+                                              for f in ("generated_tokens", "scored_tokens")))  # the mean group's cost
+                out[n][method].append(groups[0])
     return out
 
 
@@ -413,7 +424,7 @@ def run_grid(setup, methods, budgets, records, task, per_bin):
     rows = []
 
     def add(method, n, d, outcomes, truth):
-        correct = [int(o.answer == t) for o, t in zip(outcomes, truth)]
+        correct = [o.rate if o.rate is not None else int(o.answer == t) for o, t in zip(outcomes, truth)]
         k = len(outcomes)
         rows.append({"method": method, "budget": n, "difficulty": d, "in_distribution": d <= task.max_train_d,
                      "accuracy": sum(correct) / k, "problems": k, "interval": list(wilson(sum(correct), k)),

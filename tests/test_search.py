@@ -178,17 +178,24 @@ def test_best_of_n_by_confidence_picks_the_chain_whose_least_likely_token_is_lik
     assert picked["majority"][0].answer == 5 and picked["bon-confidence"][0].answer == 12
 
 
-def test_each_budget_selects_among_the_first_n_samples_of_one_pool_and_pays_for_those_n():
+def test_each_budget_picks_in_every_disjoint_group_of_n_of_one_pool_and_is_judged_on_their_mean():
+    """A pool of 3 chains (answers 12, 5, 5; the truth is 7 * 5 = 35 = 12 mod 23): budget 1 picks
+    in 3 groups of one, budgets 2 and 3 in one group, the pool's first n chains."""
     line = "a = 7; c = 5; d = a * c; ? d"
     prompt = encode(prompt_text(line))
     picked = search.run_sampled(three_chains(), ["majority", "bon-confidence"], [prompt], [parse_problem(line, 23)], [1, 2, 3])
     chains = [len(encode(f"d = a * c = 7 * 5 = {a}<|step|>answer: {a}<|endoftext|>")) for a in (12, 5, 5)]
-    for n in (1, 2, 3):
+    assert picked[1]["majority"][0].compute.generated_tokens == pytest.approx(sum(chains) / 3)  # the mean group of one
+    for n in (2, 3):
         assert picked[n]["majority"][0].compute.generated_tokens == sum(chains[:n])
-        assert picked[n]["bon-confidence"][0].answer == 12  # the first sample stays the most confident
-    assert picked[1]["majority"][0].answer == 12 and picked[1]["pass@n"][0].answer == 12  # one sample: its answer
+    for n in (1, 2, 3):
+        assert picked[n]["bon-confidence"][0].answer == 12  # the first group's pick: the first sample stays the most confident
+    rate = {n: {m: picked[n][m][0].rate for m in ("majority", "pass@n", "bon-confidence")} for n in (1, 2, 3)}
+    assert rate[1] == pytest.approx({"majority": 1 / 3, "pass@n": 1 / 3, "bon-confidence": 1 / 3})  # one sample: 1 of 3 right
+    assert picked[1]["majority"][0].answer == 12 and picked[1]["pass@n"][0].answer == 12  # the first group's answer
     assert picked[2]["majority"][0].answer == 5  # a tie of 12 and 5 goes to the smaller answer
-    assert picked[3]["majority"][0].answer == 5 and picked[3]["pass@n"][0].answer == 12
+    assert rate[2] == {"majority": 0, "pass@n": 1, "bon-confidence": 1}
+    assert picked[3]["majority"][0].answer == 5 and rate[3] == {"majority": 0, "pass@n": 1, "bon-confidence": 1}
 
 
 # ----------------------------------------------------------------------------- compute accounting
@@ -310,6 +317,7 @@ def test_grid_gives_the_phenomena_bins_more_problems(run_dir, tmp_path):
     assert {r["difficulty"]: r["problems"] for r in rows} == {1: 2, 2: 3, 3: 2, 4: 2}
     metrics = json.loads((run_dir / "search" / "metrics.json").read_text())
     assert metrics["problems_by_difficulty"] == {"1": 2, "2": 3, "3": 2, "4": 2}
+    assert metrics["temperature"] == PRESETS["test"].search.temperature  # the report says what the samples were drawn at
 
 
 def test_problems_file_with_the_tree_and_a_malformed_line(run_dir, tmp_path):

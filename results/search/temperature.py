@@ -30,6 +30,7 @@ from reward import load_reward_model  # noqa: E402
 
 ROWS = [("majority", 16, "greedy", 1), ("bon-orm", 16, "majority", 16), ("bon-prm", 16, "bon-orm", 16),
         ("prm-vote", 16, "greedy", 1), ("prm-vote", 64, "prm-vote", 16), ("bon-prm", 64, "bon-prm", 16),
+        ("bon-prm", 16, "bon-confidence", 16), ("bon-prm", 64, "bon-orm", 64), ("bon-orm", 16, "bon-orm", 64),
         ("beam", 16, "bon-prm", 16), ("mcts", 16, "bon-prm", 16)]
 
 
