@@ -34,7 +34,9 @@ ROWS = [("majority", 16, "greedy", 1), ("bon-orm", 16, "majority", 16), ("bon-pr
         ("beam", 16, "bon-prm", 16), ("mcts", 16, "bon-prm", 16)]
 
 
-def main(out, seed, temperature, draw=0):
+def held_out_setup(out, seed, temperature):
+    """The run's SFT policy, PRM and ORM as search.py sets them up, and the held-out problems: the
+    test problems of the phenomena bins that follow the grid's own."""
     args = search.parse_args(["--preset", "tiny", "--out", out, "--seed", str(seed), "--temperature", str(temperature)])
     task = read_task(out)
     policy = model_from_checkpoint(load_checkpoint(os.path.join(out, "sft", "ckpt.pt"))).eval()
@@ -45,11 +47,14 @@ def main(out, seed, temperature, draw=0):
                          score=partial(search.score_steps, prm), orm=orm, p=task.p, args=args)
     grid = json.load(open(os.path.join(out, "search", "scaling.json")))
     n_grid = {r["difficulty"]: r["problems"] for r in grid if r["method"] == "greedy"}
-    by_bin = group_by_difficulty(read_split(out, "test"))
     test = read_split(out, "test")
-    bins = phenomena_bins(task.max_train_d)
-    held_out = [test[i] for b in bins for i in by_bin[b][n_grid[b]:2 * n_grid[b]]]
-    per_bin = {b: n_grid[b] for b in bins}
+    by_bin, bins = group_by_difficulty(test), phenomena_bins(task.max_train_d)
+    return setup, task, [test[i] for b in bins for i in by_bin[b][n_grid[b]:2 * n_grid[b]]], {b: n_grid[b] for b in bins}
+
+
+def main(out, seed, temperature, draw=0):
+    setup, task, held_out, per_bin = held_out_setup(out, seed, temperature)
+    bins = sorted(per_bin)
     torch.manual_seed(seed + 1000 * draw)
     with torch.no_grad(), autocast(torch.device("cpu")):
         rows = search.run_grid(setup, list(search.SAMPLED), [1, 4, 16, 64], held_out, task, per_bin)
