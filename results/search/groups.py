@@ -6,9 +6,10 @@ of n (search.run_sampled's rate). On the same pools, this prints both estimates 
 rows that compare sampled methods, with their paired 95% intervals, for two draws of the pool:
 an estimator with less draw noise moves less between the draws and has a narrower interval.
 
-    OMP_NUM_THREADS=1 python results/search/groups.py out/tiny 0 DRAW [T]    # DRAW 0 and 1
-    (held-out problems; T: the sampling temperature, default the grid's; writes
-    results/search/runs/groups_seed{S}_draw{D}[_t{T}].json)
+    OMP_NUM_THREADS=1 python results/search/groups.py out/tiny 0 DRAW [T [AGGREGATE]]    # DRAW 0 and 1
+    (held-out problems; T: the sampling temperature, default the grid's; AGGREGATE: a chain's PRM
+    score from its steps', min (default), prod or last; writes
+    results/search/runs/groups_seed{S}_draw{D}[_t{T}][_{AGGREGATE}].json)
     python results/search/groups.py summary    # per seed: how far each estimate moved between draws 0 and 1
 """
 import json
@@ -48,12 +49,14 @@ def estimates(setup, task, records, per_bin):
     return out
 
 
-def main(out, seed, draw, temperature=PRESETS["tiny"].search.temperature):
+def main(out, seed, draw, temperature=PRESETS["tiny"].search.temperature, aggregate=None):
     setup, task, held_out, per_bin = held_out_setup(out, seed, temperature)
+    setup.args.aggregate = aggregate or setup.args.aggregate
     torch.manual_seed(seed + 1000 * draw)
     with torch.no_grad(), autocast(torch.device("cpu")):
         result = estimates(setup, task, held_out, per_bin)
-    print(f"seed {seed}, draw {draw}, held-out problems of d = {sorted(per_bin)}, temperature {setup.args.temperature}:")
+    print(f"seed {seed}, draw {draw}, held-out problems of d = {sorted(per_bin)}, temperature {setup.args.temperature}, "
+          f"aggregate {setup.args.aggregate}:")
     for a, na, b, nb in ROWS:
         if f"{a}@{na}" in result["mean"] and f"{b}@{nb}" in result["mean"]:
             cells = []
@@ -63,7 +66,8 @@ def main(out, seed, draw, temperature=PRESETS["tiny"].search.temperature):
             print(f"  {a}@{na} - {b}@{nb}: " + "; ".join(cells))
     os.makedirs(os.path.join(os.path.dirname(__file__), "runs"), exist_ok=True)
     with open(os.path.join(os.path.dirname(__file__), "runs", f"groups_seed{seed}_draw{draw}"
-                           + ("" if temperature == PRESETS["tiny"].search.temperature else f"_t{temperature}") + ".json"), "w") as f:
+                           + ("" if temperature == PRESETS["tiny"].search.temperature else f"_t{temperature}")
+                           + (f"_{aggregate}" if aggregate else "") + ".json"), "w") as f:
         json.dump({"out": out, "seed": seed, "draw": draw, "temperature": setup.args.temperature, **result}, f)
 
 
@@ -89,4 +93,4 @@ def summary():
 if __name__ == "__main__" and sys.argv[1:] == ["summary"]:
     summary()
 elif __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *map(float, sys.argv[4:]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *[float(sys.argv[4])] * (len(sys.argv) > 4), *sys.argv[5:6])
