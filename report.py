@@ -358,15 +358,17 @@ def policy_outcomes(metrics, bins):
     return {p: c for p, c, d in zip(o["problem"], o["correct"], o["difficulty"]) if d in bins}
 
 
-def claim(name, label_a, a, label_b, b, note=""):
-    """One row of the verdict table: A against B on the problems both were run on."""
+def claim(name, label_a, a, label_b, b, note="", holds=False):
+    """One row of the verdict table: A against B on the problems both were run on. holds: the claim
+    is that A is not worse than B, so over seeds it holds where no seed's verdict is *not shown*."""
     if not a or not b or not set(a) & set(b):
-        return {"phenomenon": name, "a": label_a, "b": label_b, "verdict": "not run", "note": note}
+        return {"phenomenon": name, "a": label_a, "b": label_b, "verdict": "not run", "note": note, "holds": holds}
     ids = sorted(set(a) & set(b))
     xs, ys = [a[i] for i in ids], [b[i] for i in ids]
     diff, lo, hi = paired_difference(xs, ys)
     return {"phenomenon": name, "a": label_a, "b": label_b, "problems": len(ids), "accuracy_a": sum(xs) / len(ids),
-            "accuracy_b": sum(ys) / len(ids), "difference": diff, "interval": [lo, hi], "verdict": verdict(lo, hi), "note": note}
+            "accuracy_b": sum(ys) / len(ids), "difference": diff, "interval": [lo, hi], "verdict": verdict(lo, hi), "note": note,
+            "holds": holds}
 
 
 def judge(out, max_train_d):
@@ -392,7 +394,8 @@ def judge(out, max_train_d):
                   f"PRM-weighted vote of {n}", at("prm-vote")),
             claim("process reward beats outcome reward", f"PRM best-of-{top}", at("bon-prm", top), f"ORM best-of-{top}", at("bon-orm", top)),
             claim("PRM best-of-N holds as N grows", f"PRM best-of-{top}", at("bon-prm", top), f"PRM best-of-{n}", at("bon-prm"),
-                  note=f"PRM best-of-{top} against best-of-{n}: within noise means it holds; not shown, that it falls"),
+                  note=f"PRM best-of-{top} against best-of-{n}: within noise means it holds; not shown, that it falls",
+                  holds=True),
             claim("more samples over-optimise the ORM (Gao et al.)", f"ORM best-of-{n}", at("bon-orm"), f"ORM best-of-{top}",
                   at("bon-orm", top)),
         ]
@@ -476,8 +479,11 @@ def seed_runs(out):
     return [d for d in [base] + [os.path.join(parent, n) for n in seeds] if os.path.isdir(d)]
 
 
-def both(verdicts):
-    """The verdict over seeds: the same on every seed, else mixed."""
+def both(verdicts, holds=False):
+    """The verdict over seeds: the same on every seed, else mixed; for a claim that A holds against B,
+    "holds" when every seed ran and none is *not shown* (shown or within noise)."""
+    if holds and len(set(verdicts)) > 1 and set(verdicts) <= {"shown", "within noise"}:
+        return "holds"
     return verdicts[0] if len(set(verdicts)) == 1 else "mixed"
 
 
@@ -493,7 +499,7 @@ def verdict_section(out, max_train_d):
                  if "difference" in m else "-" for m in mine]
         verdicts = [m["verdict"] for m in mine]
         rows.append([c["phenomenon"], c["a"], c["b"]] + cells + [f"*{v}*" for v in verdicts]
-                    + ([f"**{both(verdicts)}**"] if len(judged) > 1 else []))
+                    + ([f"**{both(verdicts, c.get('holds'))}**"] if len(judged) > 1 else []))
     notes = list(dict.fromkeys(f"{os.path.basename(run)}: {c['note']}" for run, claims in judged for c in claims if c["note"]))
     bins = phenomena_bins(max_train_d)
     return "\n".join([f"Each row: A against B on the same test problems of difficulty {', '.join(map(str, bins))} "

@@ -152,6 +152,16 @@ def test_the_verdicts_compare_at_the_largest_budget_every_method_ran_and_judge_b
     assert claims["process reward beats outcome reward", "PRM best-of-16"]["difference"] == 0
     assert claims["process reward beats outcome reward", "PRM best-of-64"]["difference"] == 1.0
     assert claims["PRM best-of-N holds as N grows", "PRM best-of-64"]["difference"] == 0.5
+    assert claims["PRM best-of-N holds as N grows", "PRM best-of-64"]["holds"]  # judged over seeds as "does not fall"
+    assert not claims["process reward beats outcome reward", "PRM best-of-64"]["holds"]
     assert claims["accuracy keeps rising with test-time compute", "PRM-weighted vote of 64"]["difference"] == 0.5
     assert claims["more samples over-optimise the ORM (Gao et al.)", "ORM best-of-16"]["verdict"] == "shown"
     assert claims["step-level search beats best-of-N at matched tokens", "mcts at N=16"]["problems"] == 20
+
+
+def test_a_claim_that_a_holds_against_b_holds_over_seeds_unless_a_seed_shows_it_falling():
+    assert report.both(["shown", "within noise"]) == "mixed"  # "A beats B": two seeds disagree
+    assert report.both(["shown", "within noise"], holds=True) == "holds"  # "A is not worse": neither falls
+    assert report.both(["within noise", "within noise"], holds=True) == "within noise"
+    assert report.both(["shown", "not shown"], holds=True) == "mixed"  # one seed falls
+    assert report.both(["shown", "not run"], holds=True) == "mixed"
