@@ -140,8 +140,8 @@ def grid_section(out, stage, max_train_d):
         return f"No grid yet ({stage})."
     counts = ", ".join(f"d={b}: {n}" for b, n in m.get("problems_per_bin", {}).items())
     plotted = plot_grid(rows, max_train_d, os.path.join(out, stage, "scaling.png"))
-    return (f"Policy {m.get('policy', '?')}; test problems per bin {counts}; samples at temperature {m.get('temperature', '?')}.\n\n" + scaling_table(rows, max_train_d)
-            + (f"\n\n![{stage}]({stage}/scaling.png)" if plotted else ""))
+    return (f"Policy {m.get('policy', '?')}; test problems per bin {counts}; samples at temperature {m.get('temperature', '?')}."
+            f"\n\n{scaling_table(rows, max_train_d)}" + (f"\n\n![{stage}]({stage}/scaling.png)" if plotted else ""))
 
 
 def scaling_table(rows, max_train_d):
@@ -330,7 +330,8 @@ def rl_section(out):
             rows.append(cells)
         header = ["d", "pass@1 (greedy)", "change"] + [h for k in ks for h in (f"maj@{k}", "change", f"pass@{k}", "change")]
         temperature = (load(out, "search_rl") or {}).get("temperature", "?")
-        lines += [f"SFT -> RL on the same test problems (samples at temperature {temperature}); change with its 95% paired interval:", "",
+        lines += [f"SFT -> RL on the same test problems (samples at temperature {temperature}); change with its 95% paired "
+                  "interval:", "",
                   table(header, rows), ""]
     plotted = os.path.exists(os.path.join(out, "rl", "training.png"))
     return "\n".join(lines + (["![RL training](rl/training.png)"] if plotted else [])).strip()

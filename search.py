@@ -17,30 +17,26 @@ that compute in five ways, all built on the same two primitives:
   mcts         Monte Carlo tree search over steps: PUCT with the policy's step probability as
                prior (AlphaZero), the PRM's score of a leaf (or a short rollout) as its value.
 
-Compute is counted the same way for every method: tokens the policy generated, and tokens a
-reward model read. --budget N means N chains' worth of generated tokens: N samples, N candidate
-steps per beam-search round, and for MCTS a budget of N times the tokens of the greedy chain on
-the same problem (the greedy chain, which sets the budget, is counted in). So the methods are
-compared at matched generated tokens; the tables print what each really spent.
+Compute is counted alike for every method: tokens the policy generated, tokens a reward model read.
+--budget N means N chains' worth of generated tokens: N samples, N candidate steps per beam round,
+and for MCTS N times the tokens of the greedy chain on the same problem (counted in, as it sets the
+budget). The methods are compared at matched generated tokens; the tables print what each spent.
 
     python search.py --preset tiny --out out/tiny --method all --budget 1,4,8,16,64 --max-tree-budget 16  # the grid
     python search.py --preset tiny --out out/tiny --method mcts --budget 8 --problems my.txt --show
 
 The grid answers the first --per-bin test problems of every difficulty bin (in range and beyond
-training) with every method at every budget (beam and MCTS up to --max-tree-budget), and writes
-DIR/search/scaling.json (rows: method, budget, difficulty, accuracy, generated_tokens and
-scored_tokens per problem; report.py turns it into a table and a plot); with --policy NAME (rl,
-sft_w48, ...), into DIR/search_NAME/. The sampled methods draw one pool of max(budgets) chains
-per problem and budget N selects among its first N, so the budgets are compared on the same
-samples. pass@N (any of the N samples right, by the verifier) is listed as the ceiling a
-best-of-N selector can reach. PRM methods need DIR/prm/ckpt.pt, bon-orm DIR/prm/orm.pt (python
-train_prm.py); --method all skips what is missing.
+training) with every method at every budget (beam and MCTS up to --max-tree-budget), into
+DIR/search/scaling.json (per problem: outcome and tokens; report.py makes the tables and plots),
+or DIR/search_NAME/ with --policy NAME (rl, sft_w48, ...). The sampled methods draw one pool of
+max(budgets) chains per problem; budget N is judged on every disjoint group of N in it. pass@N
+(any of N samples right) is the ceiling of best-of-N. PRM methods need DIR/prm/ckpt.pt, bon-orm
+DIR/prm/orm.pt (python train_prm.py); --method all skips what is missing.
 
---problems FILE: one problem per line in the plain-text form (README), `#` starts a comment.
-Prints one answer per line with the number of tokens it thought for; --show prints the chain of
-thought too, or for beam and MCTS the whole explored tree with each step's PRM score, visit count
-and verifier mark. A line that cannot be read gets one error line on stderr, `-` as its answer,
-and exit code 1 at the end; the other lines are still answered.
+--problems FILE: one problem per line in the plain-text form (README), `#` starts a comment. Prints
+one answer per line with the tokens it thought for; --show adds the chain of thought, or for beam and
+MCTS the explored tree with each step's PRM score, visits and verifier mark. A line that cannot be
+read gets an error line on stderr, `-` as its answer and exit code 1; the others are still answered.
 """
 import copy
 import math
@@ -78,8 +74,7 @@ class Compute:
 
 @dataclass(eq=False)
 class Node:
-    """One step of a chain of thought; the root is the prompt. Beam search and MCTS grow a tree of
-    these, sampling grows a bush (N chains from one root)."""
+    """One step of a chain of thought; the root is the prompt. Beam and MCTS grow a tree, sampling a bush."""
     sequence: list             # token ids: the prompt and every step down to this one
     compute: Compute           # the problem's counters, shared by its whole tree
     parent: "Node | None" = None
@@ -107,11 +102,7 @@ def new_root(prompt):
 
 def path(node):
     """The steps from the root (excluded) down to node."""
-    steps = []
-    while node.parent is not None:
-        steps.append(node)
-        node = node.parent
-    return steps[::-1]
+    return path(node.parent) + [node] if node.parent is not None else []
 
 
 def chain_text(node):
@@ -128,10 +119,9 @@ def length_batches(sequences, max_batch):
 
 @torch.no_grad()
 def next_steps(policy, nodes, temperature=1.0, top_k=None, max_step_tokens=MAX_STEP_TOKENS, max_batch=1024):
-    """THE STEP PRIMITIVE. One more step for every node of a frontier (repeats allowed: k copies
-    of a node give k sampled continuations), in one generate call per max_batch nodes. Returns
-    the new child nodes in order (not yet attached to their parents); charges each problem the
-    tokens generated for it."""
+    """THE STEP PRIMITIVE. One more step for every node of a frontier (k copies of a node: k sampled
+    continuations), one generate call per max_batch nodes. Returns the new child nodes in order (not
+    yet attached to their parents); charges each problem the tokens generated for it."""
     stop, block = (special_id(STEP), special_id(EOT)), policy.cfg.block_size
     children = [None] * len(nodes)
     for chunk in length_batches([n.sequence for n in nodes], max_batch):
@@ -202,10 +192,10 @@ def keep_top(candidates, width):
 
 
 def beam_search(roots, extend, score, n, width):
-    """Step-level beam search (Snell et al. 2024, sec. 5.1). Round 1 samples n first steps; each
-    round keeps the `width` steps the PRM scores highest and samples n / width next steps from
-    each, so a round costs about n steps, like n chains. A kept step that ends its chain takes
-    its beam out. Answer: the finished chain whose last step scores highest."""
+    """Step-level beam search (Snell et al. 2024, sec. 5.1). Round 1 samples n first steps; each round
+    keeps the `width` steps the PRM scores highest and samples n / width next steps from each (a round
+    costs about n steps, like n chains). A kept step that ends its chain takes its beam out. Answer:
+    the finished chain whose last step scores highest."""
     branching = max(1, n // width)
     beams, slots, finished = [[root] for root in roots], [width] * len(roots), [[] for _ in roots]
     while any(beams):
@@ -270,12 +260,11 @@ def expand(leaves, extend, score, width):
 
 def mcts(roots, extend, score, simulations, width, c_puct=1.0, token_budgets=None, rollout_steps=0):
     """Monte Carlo tree search over steps, one tree per root. A simulation selects a leaf by PUCT,
-    expands it (width sampled steps), and backs up its value: the PRM's score of the leaf's step,
-    or with rollout_steps > 0 the PRM's score at the end of a short sampled rollout. A tree stops
-    after `simulations`, or once its problem has generated token_budgets[i] tokens (after one).
-    The trees advance in lockstep: each round, every tree runs simulations until one reaches a
-    leaf to expand (a finished chain is backed up at once), and all these leaves are expanded in
-    one primitive call and scored in one PRM call."""
+    expands it (width sampled steps), and backs up its value: the PRM's score of the leaf's step, or
+    with rollout_steps > 0 at the end of a short sampled rollout. A tree stops after `simulations`,
+    or once its problem has generated token_budgets[i] tokens (after one). The trees advance in
+    lockstep: each round every tree simulates until it reaches a leaf to expand (a finished chain is
+    backed up at once); all these leaves are expanded in one primitive call, scored in one PRM call."""
     budgets = token_budgets or [None] * len(roots)
     while True:
         leaves = []
@@ -319,6 +308,11 @@ class Setup:
     p: int                  # the task's modulus, for the verifier
     args: object
 
+    @classmethod
+    def bind(cls, policy, prm, orm, p, args):
+        return cls(partial(next_steps, policy, temperature=args.temperature, top_k=args.top_k), partial(next_steps, policy,
+                   temperature=0.0), partial(score_steps, prm) if prm is not None else None, orm, p, args)
+
 
 @dataclass
 class Outcome:
@@ -342,12 +336,10 @@ def run_greedy(setup, prompts, problems):
 
 def run_sampled(setup, methods, prompts, problems, budgets):
     """majority, bon-prm, prm-vote, bon-orm, bon-confidence and pass@n at every budget n, from one
-    pool of max(budgets) samples per problem: budget n selects among the pool's first n, so the
-    budgets are compared on the same samples (as Lightman et al. subsample their pool of 1860), and
-    each pays for the n chains it saw. Each Outcome is that first group's pick; its rate is the
-    fraction of right picks over all pool // n disjoint groups of n, each an independent best-of-n,
-    so a small budget is judged on its mean over the pool, not on one lucky or unlucky group.
-    Returns {n: {method: [Outcome per problem]}}."""
+    pool of max(budgets) samples per problem. Budget n picks in each of the pool's disjoint groups of
+    n (as Lightman et al. subsample their pool of 1860): its Outcome is the first group's pick, its
+    rate the fraction of groups that picked right, its compute the mean group's, so a small budget
+    is judged on the whole pool, not on one lucky group. Returns {n: {method: [Outcome per problem]}}."""
     pool, with_prm = max(budgets), any(m in methods for m in ("bon-prm", "prm-vote"))
     roots = [new_root(prompt) for prompt in prompts]
     leaves = complete([root for root in roots for _ in range(pool)], setup.extend)
@@ -516,8 +508,8 @@ def answer_file(setup, method, path_, task, block_size, n, show_all):
             print("-")
             continue
         o, problem = by_line[k]
-        scored = f", {o.compute.scored_tokens} read by the reward model" if o.compute.scored_tokens else ""
-        print(f"{o.answer if o.answer is not None else 'none'}\t({o.compute.generated_tokens} tokens of thought{scored})")
+        scored = f", {o.compute.scored_tokens:.0f} read by the reward model" if o.compute.scored_tokens else ""
+        print(f"{o.answer if o.answer is not None else 'none'}\t({o.compute.generated_tokens:.0f} tokens of thought{scored})")
         if show_all:
             print("\n".join(show(o, problem, task.p, method)))
     return len(failed)
@@ -579,9 +571,7 @@ def main(argv=None):
         methods = [m for m in methods if m not in missing]
     prm = load_reward_model(prm_path, policy, args.attn, d.device) if set(methods) & set(NEEDS_PRM) else None
     orm = load_reward_model(orm_path, policy, args.attn, d.device) if "bon-orm" in methods else None
-    setup = Setup(extend=partial(next_steps, policy, temperature=args.temperature, top_k=args.top_k),
-                  greedy=partial(next_steps, policy, temperature=0.0), score=partial(score_steps, prm) if prm is not None else None,
-                  orm=orm, p=task.p, args=args)
+    setup = Setup.bind(policy, prm, orm, task.p, args)
 
     with torch.no_grad(), autocast(d.device):
         if args.problems:
@@ -598,7 +588,8 @@ def main(argv=None):
     greedy = bin_rates({r["difficulty"]: r["correct"] for r in rows if r["method"] == "greedy"})
     write_json(os.path.join(out_dir, "metrics.json"), {
         "stage": "search", "preset": args.preset, "device": str(d.device), "policy": args.policy, "methods": methods,
-        "budgets": budgets, "temperature": args.temperature, "problems_per_bin": {str(b): n for b, n in per_bin.items()}, "wall_time_s": time.time() - start, **greedy})
+        "budgets": budgets, "temperature": args.temperature, "problems_per_bin": {str(b): n for b, n in per_bin.items()},
+        "wall_time_s": time.time() - start, **greedy})
     for method, budget in dict.fromkeys((r["method"], r["budget"]) for r in rows):  # pooled over the bins; per bin: report.py
         mine = [c for r in rows if (r["method"], r["budget"]) == (method, budget) for c in r["correct"]]
         print(f"search: {method:>14} N={budget:<3} accuracy {sum(mine) / len(mine):.3f} over {len(mine)} problems")

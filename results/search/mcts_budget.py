@@ -18,7 +18,6 @@ import copy
 import json
 import os
 import sys
-from functools import partial
 
 import torch
 
@@ -116,9 +115,7 @@ def main(out, seed, which, variants):
     task = read_task(out)
     policy = model_from_checkpoint(load_checkpoint(os.path.join(out, "sft", "ckpt.pt"))).eval()
     prm = load_reward_model(os.path.join(out, "prm", "ckpt.pt"), policy, args.attn, "cpu")
-    setup = search.Setup(extend=partial(search.next_steps, policy, temperature=args.temperature, top_k=args.top_k),
-                         greedy=partial(search.next_steps, policy, temperature=0.0),
-                         score=partial(search.score_steps, prm), orm=None, p=task.p, args=args)
+    setup = search.Setup.bind(policy, prm, None, task.p, args)
     grid = json.load(open(os.path.join(out, "search", "scaling.json")))
     test, by_bin = read_split(out, "test"), group_by_difficulty(read_split(out, "test"))
     rows = {}

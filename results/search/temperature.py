@@ -18,7 +18,6 @@ import json
 import os
 import sys
 from collections import defaultdict
-from functools import partial
 
 import torch
 
@@ -42,9 +41,7 @@ def held_out_setup(out, seed, temperature):
     policy = model_from_checkpoint(load_checkpoint(os.path.join(out, "sft", "ckpt.pt"))).eval()
     prm = load_reward_model(os.path.join(out, "prm", "ckpt.pt"), policy, args.attn, "cpu")
     orm = load_reward_model(os.path.join(out, "prm", "orm.pt"), policy, args.attn, "cpu")
-    setup = search.Setup(extend=partial(search.next_steps, policy, temperature=temperature, top_k=args.top_k),
-                         greedy=partial(search.next_steps, policy, temperature=0.0),
-                         score=partial(search.score_steps, prm), orm=orm, p=task.p, args=args)
+    setup = search.Setup.bind(policy, prm, orm, task.p, args)
     grid = json.load(open(os.path.join(out, "search", "scaling.json")))
     n_grid = {r["difficulty"]: r["problems"] for r in grid if r["method"] == "greedy"}
     test = read_split(out, "test")
@@ -73,7 +70,8 @@ def main(out, seed, temperature, draw=0):
         verdicts[f"{a}@{na} - {b}@{nb}"] = diff
         print(f"  {a}@{na} - {b}@{nb}: {diff[0]:+.3f} ({diff[1]:+.3f}, {diff[2]:+.3f})")
     os.makedirs(os.path.join(os.path.dirname(__file__), "runs"), exist_ok=True)
-    with open(os.path.join(os.path.dirname(__file__), "runs", f"temperature_seed{seed}_t{temperature}" + (f"_draw{draw}" if draw else "") + ".json"), "w") as f:
+    name = f"temperature_seed{seed}_t{temperature}" + (f"_draw{draw}" if draw else "") + ".json"
+    with open(os.path.join(os.path.dirname(__file__), "runs", name), "w") as f:
         json.dump({"out": out, "seed": seed, "draw": draw, "temperature": temperature, "verdicts": verdicts,
                    "pooled": {f"{m}@{n}": p for (m, n), p in pooled.items()}}, f)
 
