@@ -56,6 +56,7 @@ def main(out, seed, t):
     with torch.no_grad(), autocast(torch.device("cpu")):
         outcomes = estimates(setup, task, held_out, per_bin)["mean"]
     result["held_out"] = {k: sum(v) / len(v) for k, v in outcomes.items()}
+    result["outcomes"] = outcomes  # per problem, for paired intervals between runs
     result["rows"] = {}
     for a, na, b, nb in ROWS:
         diff = paired_difference(outcomes[f"{a}@{na}"], outcomes[f"{b}@{nb}"])
