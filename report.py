@@ -140,7 +140,9 @@ def grid_section(out, stage, max_train_d):
         return f"No grid yet ({stage})."
     counts = ", ".join(f"d={b}: {n}" for b, n in m.get("problems_per_bin", {}).items())
     plotted = plot_grid(rows, max_train_d, os.path.join(out, stage, "scaling.png"))
-    return (f"Policy {m.get('policy', '?')}; test problems per bin {counts}; samples at temperature {m.get('temperature', '?')}."
+    ranked = f" Best-of-N by a reward model ranks by its log-odds + {m['confidence_weight']} x the policy's lowest token " \
+        "log-probability." if m.get("confidence_weight") else ""
+    return (f"Policy {m.get('policy', '?')}; test problems per bin {counts}; samples at temperature {m.get('temperature', '?')}.{ranked}"
             f"\n\n{scaling_table(rows, max_train_d)}" + (f"\n\n![{stage}]({stage}/scaling.png)" if plotted else ""))
 
 

@@ -9,7 +9,7 @@ that compute in five ways, all built on the same two primitives:
 
   greedy       one chain of thought, the likeliest token each time;
   majority     N sampled chains, the most common answer (self-consistency, Wang et al. 2022);
-  bon-prm      best-of-N: the chain whose steps the PRM likes best (Lightman et al. 2023);
+  bon-prm      best-of-N: the chain whose steps the PRM likes best (Lightman et al. 2023; rank_score);
   prm-vote     best-of-N as a vote, each answer weighted by its chains' PRM scores;
   bon-orm      best-of-N by the outcome reward model (ORM), the baseline the PRM should beat;
   bon-confidence  best-of-N by the policy's own confidence (its least likely token), no verifier;
@@ -17,26 +17,22 @@ that compute in five ways, all built on the same two primitives:
   mcts         Monte Carlo tree search over steps: PUCT with the policy's step probability as
                prior (AlphaZero), the PRM's score of a leaf (or a short rollout) as its value.
 
-Compute is counted alike for every method: tokens the policy generated, tokens a reward model read.
---budget N means N chains' worth of generated tokens: N samples, N candidate steps per beam round,
-and for MCTS N times the tokens of the greedy chain on the same problem (counted in, as it sets the
-budget). The methods are compared at matched generated tokens; the tables print what each spent.
+Compute is counted alike: tokens the policy generated, tokens a reward model read. --budget N means
+N chains' worth of generated tokens: N samples, N candidate steps per beam round, for MCTS N times the
+greedy chain's tokens (counted in, as it sets the budget). The tables print what each method spent.
 
     python search.py --preset tiny --out out/tiny --method all --budget 1,4,8,16,64 --max-tree-budget 16  # the grid
     python search.py --preset tiny --out out/tiny --method mcts --budget 8 --problems my.txt --show
 
-The grid answers the first --per-bin test problems of every difficulty bin (in range and beyond
-training) with every method at every budget (beam and MCTS up to --max-tree-budget), into
-DIR/search/scaling.json (per problem: outcome and tokens; report.py makes the tables and plots),
-or DIR/search_NAME/ with --policy NAME (rl, sft_w48, ...). The sampled methods draw one pool of
-max(budgets) chains per problem; budget N is judged on every disjoint group of N in it. pass@N
-(any of N samples right) is the ceiling of best-of-N. PRM methods need DIR/prm/ckpt.pt, bon-orm
-DIR/prm/orm.pt (python train_prm.py); --method all skips what is missing.
+The grid answers the first --per-bin test problems of every bin with every method at every budget
+(beam and MCTS up to --max-tree-budget), into DIR/search/scaling.json (per problem: outcome, tokens;
+report.py makes the tables), or DIR/search_NAME/ with --policy NAME. The sampled methods draw one pool
+of max(budgets) chains per problem, budget N judged on each disjoint group of N; pass@N (any of N right)
+is best-of-N's ceiling. PRM methods need DIR/prm/ckpt.pt, bon-orm DIR/prm/orm.pt (train_prm.py).
 
---problems FILE: one problem per line in the plain-text form (README), `#` starts a comment. Prints
-one answer per line with the tokens it thought for; --show adds the chain of thought, or for beam and
-MCTS the explored tree with each step's PRM score, visits and verifier mark. A line that cannot be
-read gets an error line on stderr, `-` as its answer and exit code 1; the others are still answered.
+--problems FILE: one problem per line (README's form, `#` a comment): one answer per line with its
+tokens; --show adds the chain of thought, or the tree with PRM scores, visits and verifier marks. A
+line that cannot be read gets an error on stderr, `-` as its answer and exit code 1.
 """
 import copy
 import math
@@ -160,6 +156,13 @@ def chain_score(leaf, how):
     return aggregate([node.prm for node in path(leaf) if node.step[-1] in ends], how)
 
 
+def rank_score(p, confidence, weight):
+    """How best-of-N ranks a chain a reward model gives probability p: its log-odds plus weight x the
+    policy's confidence, which sees copying slips the reward models pass (results/verifiers/README.md)."""
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p)) + weight * confidence
+
+
 # ----------------------------------------------------------------------------- methods
 
 def complete(frontier, extend, max_steps=None, attach=True):
@@ -193,9 +196,9 @@ def keep_top(candidates, width):
 
 def beam_search(roots, extend, score, n, width):
     """Step-level beam search (Snell et al. 2024, sec. 5.1). Round 1 samples n first steps; each round
-    keeps the `width` steps the PRM scores highest and samples n / width next steps from each (a round
-    costs about n steps, like n chains). A kept step that ends its chain takes its beam out. Answer:
-    the finished chain whose last step scores highest."""
+    keeps the `width` steps the PRM scores highest and samples n / width next steps from each (about n
+    steps a round, like n chains). A kept step that ends its chain takes its beam out. Answer: the
+    finished chain whose last step scores highest."""
     branching = max(1, n // width)
     beams, slots, finished = [[root] for root in roots], [width] * len(roots), [[] for _ in roots]
     while any(beams):
@@ -241,8 +244,7 @@ def backup(leaf, value):
 
 
 def expand(leaves, extend, score, width):
-    """Sample `width` next steps from every leaf in one primitive call; identical steps merge into
-    one child; the new children are scored by the PRM in one call."""
+    """`width` next steps for every leaf in one primitive call (identical ones merge), scored in one PRM call."""
     children, fresh = extend([leaf for leaf in leaves for _ in range(width)]), []
     for i, leaf in enumerate(leaves):
         for child in children[i * width:(i + 1) * width]:
@@ -259,12 +261,10 @@ def expand(leaves, extend, score, width):
 
 
 def mcts(roots, extend, score, simulations, width, c_puct=1.0, token_budgets=None, rollout_steps=0):
-    """Monte Carlo tree search over steps, one tree per root. A simulation selects a leaf by PUCT,
-    expands it (width sampled steps), and backs up its value: the PRM's score of the leaf's step, or
-    with rollout_steps > 0 at the end of a short sampled rollout. A tree stops after `simulations`,
-    or once its problem has generated token_budgets[i] tokens (after one). The trees advance in
-    lockstep: each round every tree simulates until it reaches a leaf to expand (a finished chain is
-    backed up at once); all these leaves are expanded in one primitive call, scored in one PRM call."""
+    """Monte Carlo tree search over steps, one tree per root. A simulation selects a leaf by PUCT, expands
+    it (width sampled steps) and backs up its value: the PRM's score of its step, or of a rollout_steps
+    rollout's end. A tree stops after `simulations`, or at token_budgets[i] generated tokens (after one
+    simulation). The trees run in lockstep: each round all their leaves to expand go in one primitive call, one PRM call."""
     budgets = token_budgets or [None] * len(roots)
     while True:
         leaves = []
@@ -335,11 +335,10 @@ def run_greedy(setup, prompts, problems):
 
 
 def run_sampled(setup, methods, prompts, problems, budgets):
-    """majority, bon-prm, prm-vote, bon-orm, bon-confidence and pass@n at every budget n, from one
-    pool of max(budgets) samples per problem. Budget n picks in each of the pool's disjoint groups of
-    n (as Lightman et al. subsample their pool of 1860): its Outcome is the first group's pick, its
-    rate the fraction of groups that picked right, its compute the mean group's, so a small budget
-    is judged on the whole pool, not on one lucky group. Returns {n: {method: [Outcome per problem]}}."""
+    """The sampled methods and pass@n at every budget n, from one pool of max(budgets) samples per problem.
+    Budget n picks in each of the pool's disjoint groups of n (as Lightman et al. subsample their pool
+    of 1860): its Outcome is the first group's pick, its rate the fraction of groups that picked right,
+    its compute the mean group's: judged on the whole pool. Returns {n: {method: [Outcome per problem]}}."""
     pool, with_prm = max(budgets), any(m in methods for m in ("bon-prm", "prm-vote"))
     roots = [new_root(prompt) for prompt in prompts]
     leaves = complete([root for root in roots for _ in range(pool)], setup.extend)
@@ -349,15 +348,18 @@ def run_sampled(setup, methods, prompts, problems, budgets):
     out = {n: defaultdict(list) for n in budgets}
     for i, (root, problem) in enumerate(zip(roots, problems)):
         chains = leaves[i * pool:(i + 1) * pool]
-        scores = {"bon-prm": [chain_score(leaf, setup.args.aggregate) for leaf in chains] if with_prm else None,
-                  "bon-orm": orm_scores[i * pool:(i + 1) * pool] if orm_scores is not None else None,
-                  "bon-confidence": [min(node.lowest_logprob for node in path(leaf)) for leaf in chains]
-                  if "bon-confidence" in methods else None}
+        prm = [chain_score(leaf, setup.args.aggregate) for leaf in chains] if with_prm else None
+        orm = orm_scores[i * pool:(i + 1) * pool] if orm_scores is not None else None
+        confidence = [min(node.lowest_logprob for node in path(leaf)) for leaf in chains]  # its least likely token's
+        scores = {m: [rank_score(p, c, setup.args.confidence_weight) for p, c in zip(probs, confidence)]
+                  for m, probs in (("bon-prm", prm), ("bon-orm", orm)) if probs}
+        if "bon-confidence" in methods:
+            scores["bon-confidence"] = confidence
         answers, truth = [answer_of(leaf, problem, setup.p) for leaf in chains], values(problem, setup.p)[problem.query]
         for n in budgets:
             picks = defaultdict(list)
             for g in (slice(k * n, (k + 1) * n) for k in range(pool // n)):
-                select_among(picks, root, chains[g], answers[g], truth, {m: s[g] for m, s in scores.items() if s is not None})
+                select_among(picks, root, chains[g], answers[g], truth, {m: s[g] for m, s in scores.items()}, prm and prm[g])
             for method, groups in picks.items():
                 groups[0].rate = sum(o.answer == truth for o in groups) / len(groups)
                 groups[0].compute = Compute(*(sum(getattr(o.compute, f) for o in groups) / len(groups)
@@ -366,9 +368,9 @@ def run_sampled(setup, methods, prompts, problems, budgets):
     return out
 
 
-def select_among(out, root, chains, answers, truth, scores):
+def select_among(out, root, chains, answers, truth, scores, prm=None):
     """Every sampled method's pick among one problem's chains, into out; scores: {best-of-N method:
-    a score per chain}, the highest picked (ties: the first sample)."""
+    a score per chain}, the highest picked (ties: the first sample); prm: the PRM's probabilities, a vote's weights."""
     generated = sum(len(leaf.sequence) - leaf.prompt_len for leaf in chains)
     read = sum(len(leaf.sequence) for leaf in chains)  # a reward model reads each whole chain once
     sampled, scored = Compute(generated), Compute(generated, read)
@@ -383,12 +385,14 @@ def select_among(out, root, chains, answers, truth, scores):
     for method, s in scores.items():
         best = max(range(len(chains)), key=lambda j: s[j])
         outcome(method, answers[best], chains[best], sampled if method == "bon-confidence" else scored)
-    if "bon-prm" in scores:
-        outcome("prm-vote", vote(answers, scores["bon-prm"]), None, scored)
+    if prm is not None:
+        outcome("prm-vote", vote(answers, prm), None, scored)
 
 
 def run_method(setup, method, prompts, problems, n, greedy=None):
-    """Outcomes of one method (beam, mcts) at budget n; greedy: this problem set's greedy outcomes (mcts)."""
+    """Outcomes of one method at budget n; greedy: this problem set's greedy outcomes (mcts)."""
+    if method == "greedy" or method in SAMPLED:
+        return run_greedy(setup, prompts, problems) if method == "greedy" else run_sampled(setup, [method], prompts, problems, [n])[n][method]
     roots = [new_root(prompt) for prompt in prompts]
     if method == "beam":
         width = setup.args.beam_width or max(1, n // 4)  # Snell et al.: 4 next steps per kept beam
@@ -493,15 +497,7 @@ def answer_file(setup, method, path_, task, block_size, n, show_all):
         except ProblemError as e:
             print(f"{path_}:{k}: {e}", file=sys.stderr)
             failed.add(k)
-    problems, prompts = [g[1] for g in good], [g[2] for g in good]
-    if not good:
-        outcomes = []
-    elif method == "greedy":
-        outcomes = run_greedy(setup, prompts, problems)
-    elif method in SAMPLED:
-        outcomes = run_sampled(setup, [method], prompts, problems, [n])[n][method]
-    else:
-        outcomes = run_method(setup, method, prompts, problems, n)
+    outcomes = run_method(setup, method, [g[2] for g in good], [g[1] for g in good], n) if good else []
     by_line = {g[0]: (o, g[1]) for g, o in zip(good, outcomes)}
     for k, _ in lines:
         if k in failed:
@@ -542,6 +538,8 @@ def parse_args(argv):
     parser.add_argument("--temperature", type=float, help="sampling temperature of every method but greedy (default: the preset's)")
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens only (default: all)")
     parser.add_argument("--aggregate", choices=["min", "prod", "last"], help="best-of-N: a chain's PRM score from its steps' (default: the preset's)")
+    parser.add_argument("--confidence-weight", type=float, help="best-of-N by the PRM or the ORM: add this times the policy's "
+                        "lowest token log-probability to the reward model's log-odds (default: the preset's; 0: the reward model alone)")
     parser.add_argument("--beam-width", type=int, default=None, help="beams kept per round (default: N/4, at least 1)")
     parser.add_argument("--expand", type=int, help="MCTS: steps sampled per expansion, at most N (default: the preset's)")
     parser.add_argument("--c-puct", type=float, help="MCTS: exploration constant of PUCT (default: the preset's)")
@@ -588,7 +586,8 @@ def main(argv=None):
     greedy = bin_rates({r["difficulty"]: r["correct"] for r in rows if r["method"] == "greedy"})
     write_json(os.path.join(out_dir, "metrics.json"), {
         "stage": "search", "preset": args.preset, "device": str(d.device), "policy": args.policy, "methods": methods,
-        "budgets": budgets, "temperature": args.temperature, "problems_per_bin": {str(b): n for b, n in per_bin.items()},
+        "budgets": budgets, "temperature": args.temperature, "confidence_weight": args.confidence_weight,
+        "problems_per_bin": {str(b): n for b, n in per_bin.items()},
         "wall_time_s": time.time() - start, **greedy})
     for method, budget in dict.fromkeys((r["method"], r["budget"]) for r in rows):  # pooled over the bins; per bin: report.py
         mine = [c for r in rows if (r["method"], r["budget"]) == (method, budget) for c in r["correct"]]

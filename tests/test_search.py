@@ -178,6 +178,29 @@ def test_best_of_n_by_confidence_picks_the_chain_whose_least_likely_token_is_lik
     assert picked["majority"][0].answer == 5 and picked["bon-confidence"][0].answer == 12
 
 
+def test_rank_score_is_the_reward_models_log_odds_plus_the_weighted_confidence():
+    assert search.rank_score(0.8, -2.0, 0.25) == pytest.approx(math.log(4.0) - 0.5)
+    assert search.rank_score(0.5, -3.0, 0.0) == 0.0
+    assert math.isfinite(search.rank_score(1.0, -1.0, 0.25)) and math.isfinite(search.rank_score(0.0, -1.0, 0.25))
+
+
+@pytest.mark.parametrize("weight, answer", [(0.0, 5), (0.25, 12)])
+def test_best_of_n_by_the_prm_adds_the_policys_confidence_and_the_vote_weighs_by_the_prm_alone(weight, answer):
+    """The PRM scores the second chain (answer 5, least likely token -2.0) a little above the first
+    (answer 12, -0.5): log-odds 0.490 against 0.405. With a quarter of the confidence added, the first
+    ranks higher (0.405 - 0.125 > 0.490 - 0.5); the PRM-weighted vote still sums the PRM's probabilities."""
+    setup, line = three_chains(), "a = 7; c = 5; d = a * c; ? d"
+    prm = iter([0.60, 0.62, 0.30])
+
+    def score(chains):
+        for chain in chains:
+            chain[-1].prm = next(prm)
+    setup.score, setup.args = score, type("Args", (), {"aggregate": "min", "confidence_weight": weight})
+    picked = search.run_sampled(setup, ["bon-prm", "prm-vote"], [encode(prompt_text(line))], [parse_problem(line, 23)], [3])[3]
+    assert picked["bon-prm"][0].answer == answer
+    assert picked["prm-vote"][0].answer == 5  # 0.62 + 0.30 against 0.60
+
+
 def test_each_budget_picks_in_every_disjoint_group_of_n_of_one_pool_and_is_judged_on_their_mean():
     """A pool of 3 chains (answers 12, 5, 5; the truth is 7 * 5 = 35 = 12 mod 23): budget 1 picks
     in 3 groups of one, budgets 2 and 3 in one group, the pool's first n chains."""
@@ -223,7 +246,7 @@ def test_compute_accounting_equals_the_tokens_actually_generated_and_scored(monk
     monkeypatch.setattr(search, "outcome_scores", counting_scorer(search.outcome_scores))
 
     class Args:
-        aggregate, beam_width, expand, c_puct, rollout_steps = "min", None, 2, 1.0, 1
+        aggregate, confidence_weight, beam_width, expand, c_puct, rollout_steps = "min", 0.25, None, 2, 1.0, 1
     # a random policy rarely ends a step: cap steps at 6 tokens so that chains have many steps
     setup = search.Setup(extend=partial(search.next_steps, policy, temperature=1.0, max_step_tokens=6),
                          greedy=partial(search.next_steps, policy, temperature=0.0, max_step_tokens=6),

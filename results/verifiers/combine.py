@@ -1,0 +1,84 @@
+"""The PRM and the policy's confidence together: logit(PRM) + w x confidence.
+
+results/verifiers/missed.py finds that the PRM passes copying and arithmetic mistakes the policy's
+confidence (its lowest token log-probability so far) sees, and catches the wrong-variable mistakes
+the confidence misses. Is their sum a better judge of steps, and does it pick better chains?
+
+  auroc  step AUROC per bin of logit(p_PRM) + w * confidence on train_prm.py's evaluation samples
+         (its own draw, 4 samples of 100 test problems a bin, temperature 1), for a range of w
+         (w = 0: the PRM alone; w -> infinity: the confidence alone);
+  bon    best-of-N on the held-out grid problems (results/search/groups.py's pool, draw 0), a chain
+         scored by logit(its PRM or ORM score) + w * its lowest token log-probability, against each alone.
+
+    OMP_NUM_THREADS=1 python results/verifiers/combine.py auroc out/tiny 0        # and out/tiny_seed1 1
+    OMP_NUM_THREADS=1 python results/verifiers/combine.py bon out/tiny 0 1.0
+"""
+import math
+import os
+import sys
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "results", "search")]
+import train_prm as tp  # noqa: E402
+from common import PRESETS, autocast, paired_difference, read_split, read_task  # noqa: E402
+from groups import estimates  # noqa: E402
+from model import load_checkpoint, model_from_checkpoint  # noqa: E402
+from reward import load_reward_model  # noqa: E402
+from temperature import held_out_setup  # noqa: E402
+
+WEIGHTS = (0, 0.1, 0.25, 0.5, 1.0, 2.0, math.inf)
+
+
+def logit(p):
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def combined(prm, confidence, w):
+    return confidence if w == math.inf else logit(prm) + w * confidence
+
+
+def auroc(out, seed):
+    preset, task = PRESETS["tiny"], read_task(out)
+    policy = model_from_checkpoint(load_checkpoint(os.path.join(out, "sft", "ckpt.pt"))).eval()
+    prm = load_reward_model(os.path.join(out, "prm", "ckpt.pt"), policy, "math", "cpu")
+    judged_on = torch.Generator().manual_seed(seed + tp.EVAL_STREAM)  # train_prm.py's own evaluation draw
+    samples, _ = tp.evaluation_samples(policy, prm, prm, read_split(out, "test"), preset.prm.eval_problems,
+                                       preset.prm.eval_samples, preset.prm.temperature, task.p, judged_on, preset.prm.gen_batch)
+    print(f"seed {seed}: step AUROC of logit(PRM) + w * confidence, d = 1..{task.max_eval_d}")
+    for w in WEIGHTS:
+        row = []
+        for b in range(1, task.max_eval_d + 1):
+            steps = [(combined(s.scores["prm"][j], s.scores["confidence"][j], w), y)
+                     for s in samples if s.difficulty == b for j, y in enumerate(s.labels)]
+            row.append(tp.auroc([x for x, _ in steps], [y for _, y in steps]))
+        print(f"  w = {w:<4}: " + " ".join(f"{a:.3f}" for a in row), flush=True)
+
+
+def best_of_n(out, seed, w):
+    """The same pool (groups.py's draw 0) picked by the PRM and the ORM alone (search.py's
+    --confidence-weight 0), and with w x the chain's lowest token log-probability added to their log-odds."""
+    setup, task, held_out, per_bin = held_out_setup(out, seed, PRESETS["tiny"].search.temperature)
+    results = {}
+    for name, weight in (("combined", w), ("alone", 0.0)):
+        setup.args.confidence_weight = weight
+        torch.manual_seed(seed)  # groups.py's draw 0: the same pool for both
+        with torch.no_grad(), autocast(torch.device("cpu")):
+            results[name] = estimates(setup, task, held_out, per_bin)["mean"]
+    for n in (16, 64):
+        rows = {f"{v} {how}": results[how][f"bon-{v.lower()}@{n}"] for v in ("PRM", "ORM") for how in ("combined", "alone")}
+        print(f"seed {seed}, w = {w}, best-of-{n}, {len(rows['PRM alone'])} problems: " + ", ".join(
+            f"{k} {sum(r) / len(r):.3f}" for k, r in rows.items()), flush=True)
+        for a, b in (("PRM combined", "PRM alone"), ("ORM combined", "ORM alone"), ("PRM combined", "ORM combined"),
+                     ("PRM alone", "ORM alone")):
+            d, lo, hi = paired_difference(rows[a], rows[b])
+            print(f"  {a} - {b}: {d:+.3f} ({lo:+.3f}, {hi:+.3f})", flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "auroc":
+        auroc(sys.argv[2], int(sys.argv[3]))
+    else:
+        best_of_n(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
