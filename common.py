@@ -81,7 +81,7 @@ class SearchConfig:
     grid_problems_other: int = 50   # ... and in the other bins
     temperature: float = 0.7        # sampling temperature of every method but greedy (results/search/temperature.md)
     aggregate: str = "min"          # best-of-N: a chain's PRM score from its steps' (min, prod, last)
-    confidence_weight: float = 0.25  # best-of-N by a reward model: + this x the policy's confidence (search.rank_score)
+    confidence_weight: float = 0.0  # best-of-N by a reward model: + this x the policy's confidence (search.rank_score; 0: off)
     expand: int = 4                 # MCTS: steps sampled per expansion, at most N
     c_puct: float = 1.0             # MCTS: exploration constant of PUCT
     rollout_steps: int = 0          # MCTS: value a leaf by a rollout of this many steps (0: the PRM's score)

@@ -9,7 +9,7 @@ that compute in five ways, all built on the same two primitives:
 
   greedy       one chain of thought, the likeliest token each time;
   majority     N sampled chains, the most common answer (self-consistency, Wang et al. 2022);
-  bon-prm      best-of-N: the chain whose steps the PRM likes best (Lightman et al. 2023; rank_score);
+  bon-prm      best-of-N: the chain whose steps the PRM likes best (Lightman et al. 2023);
   prm-vote     best-of-N as a vote, each answer weighted by its chains' PRM scores;
   bon-orm      best-of-N by the outcome reward model (ORM), the baseline the PRM should beat;
   bon-confidence  best-of-N by the policy's own confidence (its least likely token), no verifier;
@@ -157,8 +157,8 @@ def chain_score(leaf, how):
 
 
 def rank_score(p, confidence, weight):
-    """How best-of-N ranks a chain a reward model gives probability p: its log-odds plus weight x the
-    policy's confidence, which sees copying slips the reward models pass (results/verifiers/README.md)."""
+    """With --confidence-weight w > 0, best-of-N ranks a chain a reward model gives probability p by its
+    log-odds + w x the policy's confidence: the two see different mistakes (results/verifiers/README.md)."""
     p = min(max(p, 1e-6), 1 - 1e-6)
     return math.log(p / (1 - p)) + weight * confidence
 
@@ -352,7 +352,7 @@ def run_sampled(setup, methods, prompts, problems, budgets):
         orm = orm_scores[i * pool:(i + 1) * pool] if orm_scores is not None else None
         confidence = [min(node.lowest_logprob for node in path(leaf)) for leaf in chains]  # its least likely token's
         scores = {m: [rank_score(p, c, setup.args.confidence_weight) for p, c in zip(probs, confidence)]
-                  for m, probs in (("bon-prm", prm), ("bon-orm", orm)) if probs}
+                  if setup.args.confidence_weight else probs for m, probs in (("bon-prm", prm), ("bon-orm", orm)) if probs}
         if "bon-confidence" in methods:
             scores["bon-confidence"] = confidence
         answers, truth = [answer_of(leaf, problem, setup.p) for leaf in chains], values(problem, setup.p)[problem.query]
@@ -538,8 +538,8 @@ def parse_args(argv):
     parser.add_argument("--temperature", type=float, help="sampling temperature of every method but greedy (default: the preset's)")
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens only (default: all)")
     parser.add_argument("--aggregate", choices=["min", "prod", "last"], help="best-of-N: a chain's PRM score from its steps' (default: the preset's)")
-    parser.add_argument("--confidence-weight", type=float, help="best-of-N by the PRM or the ORM: add this times the policy's "
-                        "lowest token log-probability to the reward model's log-odds (default: the preset's; 0: the reward model alone)")
+    parser.add_argument("--confidence-weight", type=float, help="best-of-N by the PRM or the ORM: rank by the reward model's log-odds "
+                        "+ this x the policy's lowest token log-probability (default: the preset's, 0: by the reward model alone)")
     parser.add_argument("--beam-width", type=int, default=None, help="beams kept per round (default: N/4, at least 1)")
     parser.add_argument("--expand", type=int, help="MCTS: steps sampled per expansion, at most N (default: the preset's)")
     parser.add_argument("--c-puct", type=float, help="MCTS: exploration constant of PUCT (default: the preset's)")
