@@ -6,7 +6,8 @@ the confidence misses. Is their sum a better judge of steps, and does it pick be
 
   auroc  step AUROC per bin of logit(p_PRM) + w * confidence on train_prm.py's evaluation samples
          (its own draw, 4 samples of 100 test problems a bin, temperature 1), for a range of w
-         (w = 0: the PRM alone; w -> infinity: the confidence alone);
+         (w = 0: the PRM alone; w -> infinity: the confidence alone), and at w = 0.25 and 1 the sum
+         against each of its parts with 95% paired intervals (common.auroc_difference);
   bon    best-of-N on the held-out grid problems (results/search/groups.py's pool, draw 0), a chain
          scored by logit(its PRM or ORM score) + w * its lowest token log-probability, against each alone.
 
@@ -22,7 +23,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "results", "search")]
 import train_prm as tp  # noqa: E402
-from common import PRESETS, autocast, paired_difference, read_split, read_task  # noqa: E402
+from common import PRESETS, auroc_difference, autocast, paired_difference, read_split, read_task  # noqa: E402
 from groups import estimates  # noqa: E402
 from model import load_checkpoint, model_from_checkpoint  # noqa: E402
 from reward import load_reward_model  # noqa: E402
@@ -55,6 +56,18 @@ def auroc(out, seed):
                      for s in samples if s.difficulty == b for j, y in enumerate(s.labels)]
             row.append(tp.auroc([x for x, _ in steps], [y for _, y in steps]))
         print(f"  w = {w:<4}: " + " ".join(f"{a:.3f}" for a in row), flush=True)
+    for w in (0.25, 1.0):  # the sum against each of its parts, 95% paired intervals resampling problems
+        for b in range(1, task.max_eval_d + 1):
+            groups = {}
+            for s in (s for s in samples if s.difficulty == b):
+                g = groups.setdefault(tuple(s.prompt), ([], [], [], []))
+                for j, y in enumerate(s.labels):
+                    for k, x in enumerate((combined(s.scores["prm"][j], s.scores["confidence"][j], w), s.scores["prm"][j],
+                                           s.scores["confidence"][j], y)):
+                        g[k].append(x)
+            cells = [auroc_difference([(g[0], g[k], g[3]) for g in groups.values()]) for k in (1, 2)]
+            print(f"  w = {w}, d = {b}: sum - PRM " + ", sum - confidence ".join(
+                f"{c[0]:+.3f} ({c[1]:+.3f}, {c[2]:+.3f})" for c in cells), flush=True)
 
 
 def best_of_n(out, seed, w):
