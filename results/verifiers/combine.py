@@ -56,6 +56,18 @@ def auroc(out, seed):
                      for s in samples if s.difficulty == b for j, y in enumerate(s.labels)]
             row.append(tp.auroc([x for x, _ in steps], [y for _, y in steps]))
         print(f"  w = {w:<4}: " + " ".join(f"{a:.3f}" for a in row), flush=True)
+    print("  within one problem (the mean over problems whose steps hold both labels of the AUROC among its own"
+          " steps: what best-of-N needs):")
+    for w in WEIGHTS:
+        row = []
+        for b in range(1, task.max_eval_d + 1):
+            per_problem = {}
+            for s in (s for s in samples if s.difficulty == b):
+                steps = per_problem.setdefault(tuple(s.prompt), [])
+                steps += [(combined(s.scores["prm"][j], s.scores["confidence"][j], w), y) for j, y in enumerate(s.labels)]
+            within = [tp.auroc([x for x, _ in st], [y for _, y in st]) for st in per_problem.values() if len({y for _, y in st}) == 2]
+            row.append(f"{sum(within) / len(within):.3f} ({len(within)})")
+        print(f"  w = {w:<4}: " + " ".join(row), flush=True)
     for w in (0.25, 1.0):  # the sum against each of its parts, 95% paired intervals resampling problems
         for b in range(1, task.max_eval_d + 1):
             groups = {}
