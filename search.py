@@ -350,7 +350,7 @@ def run_sampled(setup, methods, prompts, problems, budgets):
         chains = leaves[i * pool:(i + 1) * pool]
         prm = [chain_score(leaf, setup.args.aggregate) for leaf in chains] if with_prm else None
         orm = orm_scores[i * pool:(i + 1) * pool] if orm_scores is not None else None
-        confidence = [min(node.lowest_logprob for node in path(leaf)) for leaf in chains]  # its least likely token's
+        confidence = [min(node.lowest_logprob for node in path(leaf)) for leaf in chains]  # the policy's own, per chain
         scores = {m: [rank_score(p, c, setup.args.confidence_weight) for p, c in zip(probs, confidence)]
                   if setup.args.confidence_weight else probs for m, probs in (("bon-prm", prm), ("bon-orm", orm)) if probs}
         if "bon-confidence" in methods:
