@@ -13,6 +13,7 @@ the confidence misses. Is their sum a better judge of steps, and does it pick be
 
     OMP_NUM_THREADS=1 python results/verifiers/combine.py auroc out/tiny 0        # and out/tiny_seed1 1
     OMP_NUM_THREADS=1 python results/verifiers/combine.py bon out/tiny 0 1.0
+    (bon1: the same with the confidence recomputed at temperature 1, as the step AUROC reads it)
 """
 import math
 import os
@@ -82,10 +83,12 @@ def auroc(out, seed):
                 f"{c[0]:+.3f} ({c[1]:+.3f}, {c[2]:+.3f})" for c in cells), flush=True)
 
 
-def best_of_n(out, seed, w):
+def best_of_n(out, seed, w, at_one=False):
     """The same pool (groups.py's draw 0) picked by the PRM and the ORM alone (search.py's
     --confidence-weight 0), and with w x the chain's lowest token log-probability added to their log-odds."""
     setup, task, held_out, per_bin = held_out_setup(out, seed, PRESETS["tiny"].search.temperature)
+    if at_one:
+        setup.score = confidence_at_one(setup.extend.args[0], setup.score)
     results = {}
     for name, weight in (("combined", w), ("alone", 0.0)):
         setup.args.confidence_weight = weight
@@ -102,8 +105,28 @@ def best_of_n(out, seed, w):
             print(f"  {a} - {b}: {d:+.3f} ({lo:+.3f}, {hi:+.3f})", flush=True)
 
 
+def confidence_at_one(policy, score):
+    """setup.score wrapped: before the PRM reads the chains, each step's lowest_logprob is recomputed
+    under the policy at temperature 1 (the samples are drawn at the grid's 0.7)."""
+    from data.tokenizer import special_id
+    from data.task import PAD
+    from train_rl import token_logprobs
+
+    def wrapped(chains):
+        for k in range(0, len(chains), 256):
+            batch = chains[k:k + 256]
+            width = max(len(c[-1].sequence) for c in batch)
+            tokens = torch.tensor([c[-1].sequence + [special_id(PAD)] * (width - len(c[-1].sequence)) for c in batch])
+            logprobs, _ = token_logprobs(policy, tokens, 1.0)  # right padding: causal, so the real tokens see none of it
+            for chain, row in zip(batch, logprobs.tolist()):
+                for node in chain:  # token t of the sequence is target t - 1
+                    node.lowest_logprob = min(row[len(node.parent.sequence) - 1:len(node.sequence) - 1])
+        return score(chains)
+    return wrapped
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "auroc":
         auroc(sys.argv[2], int(sys.argv[3]))
     else:
-        best_of_n(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+        best_of_n(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[1] == "bon1")
