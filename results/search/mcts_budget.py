@@ -110,38 +110,78 @@ def diagnose(name, truth, mcts_answers, mcts_scores, bon_answers, bon_scores):
           f"{sum(a < b for a, b in zip(mcts_scores, bon_scores))} of {len(truth)} problems", flush=True)
 
 
-def main(out, seed, which, variants):
+def setup_for(out, seed):
+    """The run's task, and its SFT policy and PRM bound as search.py binds them (no ORM)."""
     args = search.parse_args(["--preset", "tiny", "--out", out, "--seed", str(seed)])
     task = read_task(out)
     policy = model_from_checkpoint(load_checkpoint(os.path.join(out, "sft", "ckpt.pt"))).eval()
     prm = load_reward_model(os.path.join(out, "prm", "ckpt.pt"), policy, args.attn, "cpu")
-    setup = search.Setup.bind(policy, prm, None, task.p, args)
+    return task, search.Setup.bind(policy, prm, None, task.p, args)
+
+
+def problem_bins(out, task, which):
+    """Per phenomena bin: b, the grid's rows of b by (method, budget), and the problems, their prompts
+    and their answers: the grid's own ("grid") or the next ones of the bin ("tune")."""
     grid = json.load(open(os.path.join(out, "search", "scaling.json")))
-    test, by_bin = read_split(out, "test"), group_by_difficulty(read_split(out, "test"))
-    rows = {}
+    test = read_split(out, "test")
+    by_bin = group_by_difficulty(test)
     for b in phenomena_bins(task.max_train_d):
         at = {(r["method"], r["budget"]): r for r in grid if r["difficulty"] == b}
         n_grid = len(at[("greedy", 1)]["problem"])
         ids = at[("greedy", 1)]["problem"] if which == "grid" else by_bin[b][n_grid:2 * n_grid]
         problems = [parse_problem(test[i]["problem"], task.p) for i in ids]
-        prompts = [encode(prompt_text(test[i]["problem"])) for i in ids]
-        truth = [values(pr, task.p)[pr.query] for pr in problems]
+        yield b, at, problems, [encode(prompt_text(test[i]["problem"])) for i in ids], [values(pr, task.p)[pr.query] for pr in problems]
+
+
+def best_of_n(setup, which, at, prompts, problems, truth):
+    """PRM best-of-N and the PRM-weighted vote on these problems, {name: (correct, tokens)}: the grid's
+    rows ("grid"), or drawn here ("tune"); and the pool of samples (None on "grid")."""
+    if which == "grid":
+        return {f"{m}@{N}": (at[(m, N)]["correct"], at[(m, N)]["tokens"]) for m in ("bon-prm", "prm-vote")}, None
+    pool = search.run_sampled(setup, ["bon-prm", "prm-vote"], prompts, problems, [N])[N]
+    return {f"{m}@{N}": ([int(o.answer == t) for o, t in zip(pool[m], truth)], [o.compute.generated_tokens for o in pool[m]])
+            for m in ("bon-prm", "prm-vote")}, pool
+
+
+def pool_rows(rows, mine, seed, which, b):
+    """Add one bin's {name: (correct, tokens)} to the pooled rows, printing each."""
+    for k, (c, t) in mine.items():
+        r = rows.setdefault(k, {"correct": [], "tokens": []})
+        r["correct"] += c
+        r["tokens"] += t
+        print(f"seed {seed} {which} d={b} {k:>16}: {sum(c) / len(c):.3f} ({sum(t) / len(t):.0f} tokens)", flush=True)
+
+
+def summary(rows, out, seed, which, variants, name):
+    """Every pooled row against PRM best-of-N and the PRM-weighted vote (paired 95% intervals), printed
+    and written to results/search/runs/NAME.json."""
+    print(f"seed {seed}, {which} problems, d = 2, 3 pooled:")
+    for k, r in rows.items():
+        r["accuracy"], r["mean_tokens"] = sum(r["correct"]) / len(r["correct"]), sum(r["tokens"]) / len(r["tokens"])
+        for ref in (f"bon-prm@{N}", f"prm-vote@{N}"):
+            r[f"minus {ref}"] = paired_difference(r["correct"], rows[ref]["correct"])
+        print(f"  {k:>16}: {r['accuracy']:.3f} ({r['mean_tokens']:.0f} tokens); " + "; ".join(
+            f"- {ref} {r[f'minus {ref}'][0]:+.3f} ({r[f'minus {ref}'][1]:+.3f}, {r[f'minus {ref}'][2]:+.3f})"
+            for ref in (f"bon-prm@{N}", f"prm-vote@{N}")), flush=True)
+    os.makedirs(os.path.join(os.path.dirname(__file__), "runs"), exist_ok=True)
+    with open(os.path.join(os.path.dirname(__file__), "runs", f"{name}.json"), "w") as f:
+        json.dump({"out": out, "seed": seed, "problems": which, "variants": variants, "rows": rows}, f)
+
+
+def main(out, seed, which, variants):
+    task, setup = setup_for(out, seed)
+    rows = {}
+    for b, at, problems, prompts, truth in problem_bins(out, task, which):
         right = lambda answers: [int(a == t) for a, t in zip(answers, truth)]  # noqa: E731
-        mine = {}
         with torch.no_grad(), autocast(torch.device("cpu")):
             torch.manual_seed(seed * 1000 + b)
             greedy = search.run_greedy(setup, prompts, problems)
-            if which == "grid":
-                for m in ("bon-prm", "prm-vote"):
-                    mine[f"{m}@{N}"] = (at[(m, N)]["correct"], at[(m, N)]["tokens"])
-            else:
-                pool = search.run_sampled(setup, ["bon-prm", "prm-vote"], prompts, problems, [N])[N]
-                bon = ([o.answer for o in pool["bon-prm"]], [search.chain_score(o.leaf, args.aggregate) for o in pool["bon-prm"]])
+            mine, pool = best_of_n(setup, which, at, prompts, problems, truth)
+            if pool is not None:
+                bon = ([o.answer for o in pool["bon-prm"]], [search.chain_score(o.leaf, setup.args.aggregate) for o in pool["bon-prm"]])
                 spread = [distinct_chains(finished_chains(o.root), pr, setup) for o, pr in zip(pool["bon-prm"], problems)]
                 print(f"  seed {seed} d={b} {N} samples: {sum(c for c, _ in spread) / len(spread):.1f} distinct chains, "
                       f"{sum(a for _, a in spread) / len(spread):.2f} distinct answers per problem", flush=True)
-                for m in ("bon-prm", "prm-vote"):
-                    mine[f"{m}@{N}"] = (right([o.answer for o in pool[m]]), [o.compute.generated_tokens for o in pool[m]])
             for v in variants:
                 name, sims, c_puct, expand, *pw = v.split(":")
                 search.select_leaf = widening_select(*map(float, pw)) if pw else SELECT_LEAF
@@ -152,22 +192,8 @@ def main(out, seed, which, variants):
                     print(f"  seed {seed} d={b} {name}: {sum(c for c, _ in distinct) / len(distinct):.1f} distinct finished chains, "
                           f"{sum(a for _, a in distinct) / len(distinct):.2f} distinct answers per tree", flush=True)
                 mine[name], mine[name + "+vote"], mine[name + "+best"] = (right(visited), tokens), (right(voted), tokens), (right(best), tokens)
-        for k, (c, t) in mine.items():
-            r = rows.setdefault(k, {"correct": [], "tokens": []})
-            r["correct"] += c
-            r["tokens"] += t
-            print(f"seed {seed} {which} d={b} {k:>12}: {sum(c) / len(c):.3f} ({sum(t) / len(t):.0f} tokens)", flush=True)
-    print(f"seed {seed}, {which} problems, d = 2, 3 pooled:")
-    for k, r in rows.items():
-        r["accuracy"], r["mean_tokens"] = sum(r["correct"]) / len(r["correct"]), sum(r["tokens"]) / len(r["tokens"])
-        for ref in (f"bon-prm@{N}", f"prm-vote@{N}"):
-            r[f"minus {ref}"] = paired_difference(r["correct"], rows[ref]["correct"])
-        print(f"  {k:>12}: {r['accuracy']:.3f} ({r['mean_tokens']:.0f} tokens); " + "; ".join(
-            f"- {ref} {r[f'minus {ref}'][0]:+.3f} ({r[f'minus {ref}'][1]:+.3f}, {r[f'minus {ref}'][2]:+.3f})"
-            for ref in (f"bon-prm@{N}", f"prm-vote@{N}")))
-    os.makedirs(os.path.join(os.path.dirname(__file__), "runs"), exist_ok=True)
-    with open(os.path.join(os.path.dirname(__file__), "runs", f"mcts_{which}_seed{seed}_{variants[-1].split(':')[0]}.json"), "w") as f:
-        json.dump({"out": out, "seed": seed, "problems": which, "variants": variants, "rows": rows}, f)
+        pool_rows(rows, mine, seed, which, b)
+    summary(rows, out, seed, which, variants, f"mcts_{which}_seed{seed}_{variants[-1].split(':')[0]}")
 
 
 if __name__ == "__main__":

@@ -13,22 +13,17 @@ vote over every finished chain.
     (a variant is first:per_round; "tune": the second 100 problems of d = 2, 3, "grid": the grid's own)
 """
 import copy
-import json
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import search  # noqa: E402
-from common import autocast, group_by_difficulty, paired_difference, phenomena_bins, read_split, read_task  # noqa: E402
-from data.task import parse_problem, prompt_text, values  # noqa: E402
-from data.tokenizer import encode  # noqa: E402
-from model import load_checkpoint, model_from_checkpoint  # noqa: E402
-from reward import load_reward_model  # noqa: E402
+from common import autocast  # noqa: E402
+from mcts_budget import N, best_of_n, pool_rows, problem_bins, setup_for, summary  # noqa: E402
 from train_prm import located_first_error  # noqa: E402
-
-N = 16
 
 
 def step_nodes(leaf):
@@ -65,33 +60,14 @@ def resample_search(setup, roots, budgets, first, per_round, shared):
 
 
 def main(out, seed, which, variants):
-    args = search.parse_args(["--preset", "tiny", "--out", out, "--seed", str(seed)])
-    task = read_task(out)
-    policy = model_from_checkpoint(load_checkpoint(os.path.join(out, "sft", "ckpt.pt"))).eval()
-    prm = load_reward_model(os.path.join(out, "prm", "ckpt.pt"), policy, args.attn, "cpu")
-    setup = search.Setup.bind(policy, prm, None, task.p, args)
-    grid = json.load(open(os.path.join(out, "search", "scaling.json")))
-    test, by_bin = read_split(out, "test"), group_by_difficulty(read_split(out, "test"))
+    task, setup = setup_for(out, seed)
     rows = {}
-    for b in phenomena_bins(task.max_train_d):
-        at = {(r["method"], r["budget"]): r for r in grid if r["difficulty"] == b}
-        n_grid = len(at[("greedy", 1)]["problem"])
-        ids = at[("greedy", 1)]["problem"] if which == "grid" else by_bin[b][n_grid:2 * n_grid]
-        problems = [parse_problem(test[i]["problem"], task.p) for i in ids]
-        prompts = [encode(prompt_text(test[i]["problem"])) for i in ids]
-        truth = [values(pr, task.p)[pr.query] for pr in problems]
+    for b, at, problems, prompts, truth in problem_bins(out, task, which):
         right = lambda answers: [int(a == t) for a, t in zip(answers, truth)]  # noqa: E731
-        mine = {}
         with torch.no_grad(), autocast(torch.device("cpu")):
             torch.manual_seed(seed * 1000 + b)
             greedy = search.run_greedy(setup, prompts, problems)
-            if which == "grid":
-                for m in ("bon-prm", "prm-vote"):
-                    mine[f"{m}@{N}"] = (at[(m, N)]["correct"], at[(m, N)]["tokens"])
-            else:
-                pool = search.run_sampled(setup, ["bon-prm", "prm-vote"], prompts, problems, [N])[N]
-                for m in ("bon-prm", "prm-vote"):
-                    mine[f"{m}@{N}"] = (right([o.answer for o in pool[m]]), [o.compute.generated_tokens for o in pool[m]])
+            mine, _ = best_of_n(setup, which, at, prompts, problems, truth)
             for v in variants:
                 first, per_round, *scale = v.split(":")
                 scale = float(scale[0]) if scale else 1.0
@@ -112,22 +88,8 @@ def main(out, seed, which, variants):
                 print(f"  seed {seed} d={b} resample {v}: {sum(count) / len(count):.1f} chains per problem; restarts from the root {shared[0]}, below it {shared[1]}, "
                       f"{shared[2] / max(1, shared[1]):.1f} prefix tokens reused per restart below the root", flush=True)
                 mine[f"resample {v}"], mine[f"resample {v}+vote"] = (right(best), tokens), (right(voted), tokens)
-        for k, (c, t) in mine.items():
-            r = rows.setdefault(k, {"correct": [], "tokens": []})
-            r["correct"] += c
-            r["tokens"] += t
-            print(f"seed {seed} {which} d={b} {k:>16}: {sum(c) / len(c):.3f} ({sum(t) / len(t):.0f} tokens)", flush=True)
-    print(f"seed {seed}, {which} problems, d = 2, 3 pooled:")
-    for k, r in rows.items():
-        r["accuracy"], r["mean_tokens"] = sum(r["correct"]) / len(r["correct"]), sum(r["tokens"]) / len(r["tokens"])
-        for ref in (f"bon-prm@{N}", f"prm-vote@{N}"):
-            r[f"minus {ref}"] = paired_difference(r["correct"], rows[ref]["correct"])
-        print(f"  {k:>16}: {r['accuracy']:.3f} ({r['mean_tokens']:.0f} tokens); " + "; ".join(
-            f"- {ref} {r[f'minus {ref}'][0]:+.3f} ({r[f'minus {ref}'][1]:+.3f}, {r[f'minus {ref}'][2]:+.3f})"
-            for ref in (f"bon-prm@{N}", f"prm-vote@{N}")), flush=True)
-    os.makedirs(os.path.join(os.path.dirname(__file__), "runs"), exist_ok=True)
-    with open(os.path.join(os.path.dirname(__file__), "runs", f"resample_{which}_seed{seed}_{variants[-1].replace(':', '-')}.json"), "w") as f:
-        json.dump({"out": out, "seed": seed, "problems": which, "variants": variants, "rows": rows}, f)
+        pool_rows(rows, mine, seed, which, b)
+    summary(rows, out, seed, which, variants, f"resample_{which}_seed{seed}_{variants[-1].replace(':', '-')}")
 
 
 if __name__ == "__main__":

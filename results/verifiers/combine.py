@@ -22,63 +22,45 @@ import sys
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "results", "search")]
+sys.path[:0] = [ROOT, os.path.join(ROOT, "results", "search"), os.path.dirname(os.path.abspath(__file__))]
 import train_prm as tp  # noqa: E402
-from common import PRESETS, auroc_difference, autocast, paired_difference, read_split, read_task  # noqa: E402
+from common import PRESETS, auroc_difference, autocast, paired_difference  # noqa: E402
 from groups import estimates  # noqa: E402
-from model import load_checkpoint, model_from_checkpoint  # noqa: E402
-from reward import load_reward_model  # noqa: E402
+from missed import evaluation  # noqa: E402
+from search import rank_score  # noqa: E402
 from temperature import held_out_setup  # noqa: E402
 
 WEIGHTS = (0, 0.1, 0.25, 0.5, 1.0, 2.0, math.inf)
 
 
-def logit(p):
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))
-
-
 def combined(prm, confidence, w):
-    return confidence if w == math.inf else logit(prm) + w * confidence
+    """A step's score: search.py's ranking of a chain, logit(p_PRM) + w x confidence; the confidence alone at w = inf."""
+    return confidence if w == math.inf else rank_score(prm, confidence, w)
 
 
 def auroc(out, seed):
-    preset, task = PRESETS["tiny"], read_task(out)
-    policy = model_from_checkpoint(load_checkpoint(os.path.join(out, "sft", "ckpt.pt"))).eval()
-    prm = load_reward_model(os.path.join(out, "prm", "ckpt.pt"), policy, "math", "cpu")
-    judged_on = torch.Generator().manual_seed(seed + tp.EVAL_STREAM)  # train_prm.py's own evaluation draw
-    samples, _ = tp.evaluation_samples(policy, prm, prm, read_split(out, "test"), preset.prm.eval_problems,
-                                       preset.prm.eval_samples, preset.prm.temperature, task.p, judged_on, preset.prm.gen_batch)
+    task, samples = evaluation(out, seed)
+    bins = range(1, task.max_eval_d + 1)
+    problems = {b: list(tp.problem_steps([s for s in samples if s.difficulty == b]).values()) for b in bins}  # (PRM, confidence, labels)
+
+    def summed(g, w):
+        return [combined(p, c, w) for p, c in zip(g[0], g[1])]
+
     print(f"seed {seed}: step AUROC of logit(PRM) + w * confidence, d = 1..{task.max_eval_d}")
     for w in WEIGHTS:
-        row = []
-        for b in range(1, task.max_eval_d + 1):
-            steps = [(combined(s.scores["prm"][j], s.scores["confidence"][j], w), y)
-                     for s in samples if s.difficulty == b for j, y in enumerate(s.labels)]
-            row.append(tp.auroc([x for x, _ in steps], [y for _, y in steps]))
+        row = [tp.auroc([x for g in problems[b] for x in summed(g, w)], [y for g in problems[b] for y in g[2]]) for b in bins]
         print(f"  w = {w:<4}: " + " ".join(f"{a:.3f}" for a in row), flush=True)
     print("  within one problem (the mean over problems whose steps hold both labels of the AUROC among its own"
           " steps: what best-of-N needs):")
     for w in WEIGHTS:
         row = []
-        for b in range(1, task.max_eval_d + 1):
-            per_problem = {}
-            for s in (s for s in samples if s.difficulty == b):
-                steps = per_problem.setdefault(tuple(s.prompt), [])
-                steps += [(combined(s.scores["prm"][j], s.scores["confidence"][j], w), y) for j, y in enumerate(s.labels)]
-            within = [tp.auroc([x for x, _ in st], [y for _, y in st]) for st in per_problem.values() if len({y for _, y in st}) == 2]
+        for b in bins:
+            within = [tp.auroc(summed(g, w), g[2]) for g in problems[b] if len(set(g[2])) == 2]
             row.append(f"{sum(within) / len(within):.3f} ({len(within)})")
         print(f"  w = {w:<4}: " + " ".join(row), flush=True)
     for w in (0.25, 1.0):  # the sum against each of its parts, 95% paired intervals resampling problems
-        for b in range(1, task.max_eval_d + 1):
-            groups = {}
-            for s in (s for s in samples if s.difficulty == b):
-                g = groups.setdefault(tuple(s.prompt), ([], [], [], []))
-                for j, y in enumerate(s.labels):
-                    for k, x in enumerate((combined(s.scores["prm"][j], s.scores["confidence"][j], w), s.scores["prm"][j],
-                                           s.scores["confidence"][j], y)):
-                        g[k].append(x)
-            cells = [auroc_difference([(g[0], g[k], g[3]) for g in groups.values()]) for k in (1, 2)]
+        for b in bins:
+            cells = [auroc_difference([(summed(g, w), g[k], g[2]) for g in problems[b]]) for k in (0, 1)]
             print(f"  w = {w}, d = {b}: sum - PRM " + ", sum - confidence ".join(
                 f"{c[0]:+.3f} ({c[1]:+.3f}, {c[2]:+.3f})" for c in cells), flush=True)
 

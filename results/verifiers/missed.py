@@ -50,13 +50,19 @@ def mistake(s, j, p):
     return "result"
 
 
-def main(out, seed):
+def evaluation(out, seed):
+    """The run's task, and train_prm.py's evaluation samples (its own draw), scored by the PRM and the confidence."""
     preset, task = PRESETS["tiny"], read_task(out)
     policy = model_from_checkpoint(load_checkpoint(os.path.join(out, "sft", "ckpt.pt"))).eval()
     prm = load_reward_model(os.path.join(out, "prm", "ckpt.pt"), policy, "math", "cpu")
     judged_on = torch.Generator().manual_seed(seed + tp.EVAL_STREAM)  # train_prm.py's own evaluation draw
     samples, _ = tp.evaluation_samples(policy, prm, prm, read_split(out, "test"), preset.prm.eval_problems,
                                        preset.prm.eval_samples, preset.prm.temperature, task.p, judged_on, preset.prm.gen_batch)
+    return task, samples
+
+
+def main(out, seed):
+    task, samples = evaluation(out, seed)
     for b in range(1, task.max_train_d + 1):
         steps = {}
         for s in (s for s in samples if s.difficulty == b):
