@@ -75,6 +75,12 @@ class KVCache:
         self.v[layer][:, :, self.length:end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
+    def keep(self, rows):
+        """Keep only these batch rows (an index tensor): the sequences still being generated."""
+        self.k = [k[rows] for k in self.k]
+        self.v = [v[rows] for v in self.v]
+        self.last, self.conv = self.last[rows], {site: c[rows] for site, c in self.conv.items()}
+
 
 class Canon(nn.Module):
     """x_t + sum_j w_j o x_{t-j}, j = 0..SHIFT: a causal depthwise convolution over the last 4
@@ -206,6 +212,12 @@ class GPT(nn.Module):
 
 # ----------------------------------------------------------------------------- generation
 
+def length_batches(sequences, max_batch):
+    """Indices in chunks of at most max_batch, sorted by length: similar lengths pad little."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    return [order[i:i + max_batch] for i in range(0, len(order), max_batch)]
+
+
 def sample_next(logits, temperature, top_k, generator=None):
     """One token per row from logits (B, V), and its log-probability under softmax(logits / T).
     temperature 0 is greedy. top_k, if set, samples among the k likeliest tokens only."""
@@ -248,18 +260,23 @@ def generate(model, prompts, max_new_tokens, pad_id, stop_ids=(), temperature=0.
     logits = model(idx, positions=positions, mask=mask, kv_cache=cache)[:, -1]
     stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    tokens, logprobs = [], []
+    rows = torch.arange(B, device=device)  # the prompts still in the batch, which drops finished ones
+    tokens = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    logprobs = torch.zeros(B, max_new_tokens, device=device)
     for t in range(max_new_tokens):
         token, logprob = sample_next(logits, temperature, top_k, generator)
         token = token.masked_fill(done, pad_id)
-        tokens.append(token)
-        logprobs.append(logprob)
+        tokens[rows, t], logprobs[rows, t] = token, logprob
         done |= torch.isin(token, stop)
         if bool(done.all()) or t == max_new_tokens - 1:
             break
+        if 2 * int(done.sum()) >= len(done):  # half the batch has stopped: decode only the rest from now on
+            keep = (~done).nonzero().squeeze(1)
+            rows, done, real, lengths, token = rows[keep], done[keep], real[keep], lengths[keep], token[keep]
+            cache.keep(keep)
         mask = real[:, None, None, :T0 + t + 1] if padded else None  # a new token sees every real one
         logits = model(token[:, None], positions=(lengths + t)[:, None], mask=mask, kv_cache=cache)[:, -1]
-    tokens, logprobs = torch.stack(tokens, 1).tolist(), torch.stack(logprobs, 1).tolist()
+    tokens, logprobs = tokens[:, :t + 1].tolist(), logprobs[:, :t + 1].tolist()
     out_tokens, out_logprobs = [], []
     for row, lp in zip(tokens, logprobs):
         n = next((i + 1 for i, tok in enumerate(row) if tok in stop_ids), len(row))

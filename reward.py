@@ -14,7 +14,7 @@ import torch
 from common import UserError, autocast
 from data.task import EOT, PAD, STEP
 from data.tokenizer import special_id
-from model import load_checkpoint, model_from_checkpoint
+from model import length_batches, load_checkpoint, model_from_checkpoint
 
 
 def load_reward_model(path, policy, attn, device):
@@ -49,16 +49,16 @@ def scalar_probabilities(model, sequences, batch_size=256):
     device, pad = model.wte.weight.device, special_id(PAD)
     was_training = model.training
     model.eval()
-    out = []
-    for start in range(0, len(sequences), batch_size):
-        chunk = sequences[start:start + batch_size]
-        x = torch.full((len(chunk), max(len(s) for s in chunk)), pad, dtype=torch.long)
-        for i, s in enumerate(chunk):
-            x[i, :len(s)] = torch.tensor(s, dtype=torch.long)
+    out = [None] * len(sequences)
+    for chunk in length_batches(sequences, batch_size):
+        x = torch.full((len(chunk), max(len(sequences[i]) for i in chunk)), pad, dtype=torch.long)
+        for row, i in enumerate(chunk):
+            x[row, :len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
         with autocast(device):
             scores = model(x.to(device), head="scalar")  # (B, T)
         probs = torch.sigmoid(scores.float()).cpu()
-        out.extend(probs[i, :len(s)] for i, s in enumerate(chunk))
+        for row, i in enumerate(chunk):
+            out[i] = probs[row, :len(sequences[i])]
     model.train(was_training)
     return out
 

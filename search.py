@@ -3,8 +3,8 @@
 o1's headline is that its accuracy grows with the compute it spends thinking. This script spends
 that compute in five ways, all built on the same two primitives:
 
-  next_steps   the policy writes one more step (up to <|step|> or <|endoftext|>) for every
-               partial solution of a frontier at once: one batched, KV-cached generate call;
+  next_steps   the policy writes one more step (up to <|step|> or <|endoftext|>), or the rest of
+               the chain, for every partial solution of a frontier at once: one batched, KV-cached generate call;
   score_steps  the process reward model (PRM) judges steps: one batched forward of its scalar head.
 
   greedy       one chain of thought, the likeliest token each time;
@@ -50,7 +50,7 @@ from common import (PRESETS, UserError, autocast, parse, read_split, read_task, 
 from data.task import EOT, PAD, STEP, ProblemError, difficulty, parse_problem, prompt_text, values
 from data.tokenizer import decode, encode, special_id
 from data.verify import verify
-from model import generate, load_checkpoint, model_from_checkpoint
+from model import generate, length_batches, load_checkpoint, model_from_checkpoint
 from reward import aggregate, load_reward_model, outcome_scores, span_minima
 
 METHODS = ("greedy", "majority", "bon-prm", "prm-vote", "bon-orm", "bon-confidence", "beam", "mcts")
@@ -107,27 +107,27 @@ def chain_text(node):
 
 # ----------------------------------------------------------------------------- the two primitives
 
-def length_batches(sequences, max_batch):
-    """Indices in chunks of at most max_batch, sorted by length: similar lengths pad little."""
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    return [order[i:i + max_batch] for i in range(0, len(order), max_batch)]
-
-
 @torch.no_grad()
-def next_steps(policy, nodes, temperature=1.0, top_k=None, max_step_tokens=MAX_STEP_TOKENS, max_batch=1024):
+def next_steps(policy, nodes, temperature=1.0, top_k=None, max_step_tokens=MAX_STEP_TOKENS, max_batch=1024, to_end=False):
     """THE STEP PRIMITIVE. One more step for every node of a frontier (k copies of a node: k sampled
-    continuations), one generate call per max_batch nodes. Returns the new child nodes in order (not
-    yet attached to their parents); charges each problem the tokens generated for it."""
+    continuations), one generate call per max_batch nodes; returns the new nodes in order, not yet in the
+    tree, and charges each problem its tokens. to_end: on to the chain's end in the same call, cut where
+    one-step calls would stop (the same tree; no prefill per step); returns each chain's last step."""
     stop, block = (special_id(STEP), special_id(EOT)), policy.cfg.block_size
     children = [None] * len(nodes)
     for chunk in length_batches([n.sequence for n in nodes], max_batch):
-        steps, logprobs = generate(policy, [nodes[i].sequence for i in chunk], max_step_tokens,
-                                   special_id(PAD), stop_ids=stop, temperature=temperature, top_k=top_k)
-        for i, step, logprob in zip(chunk, steps, logprobs):
-            node, sequence = nodes[i], nodes[i].sequence + step
-            node.compute.generated_tokens += len(step)
-            children[i] = Node(sequence, node.compute, parent=node, step=step, prompt_len=node.prompt_len,
-                               logprob=sum(logprob), lowest_logprob=min(logprob), terminal=step[-1] == stop[1] or len(sequence) >= block)
+        steps, logprobs = generate(policy, [nodes[i].sequence for i in chunk], block if to_end else max_step_tokens,
+                                   special_id(PAD), stop_ids=stop[1:] if to_end else stop, temperature=temperature, top_k=top_k)
+        for i, tokens, logprob in zip(chunk, steps, logprobs):
+            node = nodes[i]
+            while tokens:
+                n = next((k + 1 for k, t in enumerate(tokens[:max_step_tokens]) if t in stop), min(len(tokens), max_step_tokens))
+                sequence = node.sequence + tokens[:n]
+                node.compute.generated_tokens += n
+                child = Node(sequence, node.compute, parent=node, step=tokens[:n], prompt_len=node.prompt_len, logprob=sum(logprob[:n]),
+                             lowest_logprob=min(logprob[:n]), terminal=tokens[n - 1] == stop[1] or len(sequence) >= block)
+                node, tokens, logprob = child, tokens[n:], logprob[n:]
+            children[i] = node
     return children
 
 
@@ -170,10 +170,12 @@ def complete(frontier, extend, max_steps=None, attach=True):
     final, steps = list(frontier), 0
     active = [i for i, node in enumerate(final) if not node.terminal]
     while active and (max_steps is None or steps < max_steps):
-        for i, child in zip(active, extend([final[i] for i in active])):
-            if attach:
-                child.parent.children.append(child)
-            final[i] = child
+        for i, end in zip(active, extend([final[i] for i in active])):
+            node = end
+            while attach and node is not final[i]:  # hang the new step(s) in the tree
+                node.parent.children.append(node)
+                node = node.parent
+            final[i] = end
         active = [i for i in active if not final[i].terminal]
         steps += 1
     return final
@@ -313,6 +315,10 @@ class Setup:
         return cls(partial(next_steps, policy, temperature=args.temperature, top_k=args.top_k), partial(next_steps, policy,
                    temperature=0.0), partial(score_steps, prm) if prm is not None else None, orm, p, args)
 
+    def finish(self, nodes, greedy=False):
+        """Every node's chain sampled (or decoded greedily) on to its end, in one generate call per batch."""
+        return complete(nodes, partial(self.greedy if greedy else self.extend, to_end=True))
+
 
 @dataclass
 class Outcome:
@@ -330,7 +336,7 @@ def answer_of(leaf, problem, p):
 
 def run_greedy(setup, prompts, problems):
     roots = [new_root(prompt) for prompt in prompts]
-    leaves = complete(roots, setup.greedy)
+    leaves = setup.finish(roots, greedy=True)
     return [Outcome(answer_of(leaf, pr, setup.p), leaf, root, root.compute) for leaf, root, pr in zip(leaves, roots, problems)]
 
 
@@ -341,7 +347,7 @@ def run_sampled(setup, methods, prompts, problems, budgets):
     its compute the mean group's: judged on the whole pool. Returns {n: {method: [Outcome per problem]}}."""
     pool, with_prm = max(budgets), any(m in methods for m in ("bon-prm", "prm-vote"))
     roots = [new_root(prompt) for prompt in prompts]
-    leaves = complete([root for root in roots for _ in range(pool)], setup.extend)
+    leaves = setup.finish([root for root in roots for _ in range(pool)])
     if with_prm:
         setup.score([path(leaf) for leaf in leaves])
     orm_scores = score_outcomes(setup.orm, leaves) if "bon-orm" in methods else None
@@ -404,7 +410,7 @@ def run_method(setup, method, prompts, problems, n, greedy=None):
         budgets = [n * g.compute.generated_tokens for g in greedy]
         mcts(roots, setup.extend, setup.score, simulations=8 * n, width=min(setup.args.expand, n),
              c_puct=setup.args.c_puct, token_budgets=budgets, rollout_steps=setup.args.rollout_steps)
-        leaves = complete([most_visited_end(root) for root in roots], setup.extend)
+        leaves = setup.finish([most_visited_end(root) for root in roots])
     return [Outcome(answer_of(leaf, pr, setup.p), leaf, root, root.compute) for leaf, root, pr in zip(leaves, roots, problems)]
 
 
@@ -468,8 +474,7 @@ def show_step(node, problem, p, indent, chosen, kind):
 def show(outcome, problem, p, kind):
     """The chain of thought (one line per step), or for beam and mcts the explored tree."""
     if kind not in ("beam", "mcts"):
-        lines = [show_step(n, problem, p, "    ", True, kind) for n in path(outcome.leaf)]
-        return lines + ([f"    {outcome.note}"] if outcome.note else [])
+        return [show_step(n, problem, p, "    ", True, kind) for n in path(outcome.leaf)] + [f"    {outcome.note}"] * bool(outcome.note)
     chosen = set(map(id, path(outcome.leaf)))
 
     def walk(node, depth):
@@ -514,13 +519,9 @@ def answer_file(setup, method, path_, task, block_size, n, show_all):
 # ----------------------------------------------------------------------------- main
 
 def budget_list(text):
-    try:
-        budgets = [int(b) for b in text.split(",")]
-    except ValueError:
-        budgets = []
-    if not budgets or min(budgets) < 1:
+    if not all(b.strip().isdigit() and int(b) > 0 for b in text.split(",")):
         raise UserError(f"--budget {text}: give positive integers separated by commas, e.g. 1,4,16")
-    return budgets
+    return [int(b) for b in text.split(",")]
 
 
 def parse_args(argv):

@@ -94,11 +94,15 @@ def test_queries_that_are_the_last_of_the_keys_see_every_key_before_them(attn):
         assert torch.allclose(attention(q[:, :, -Tq:], k, v, attn), full[:, :, -Tq:], atol=1e-6)
 
 
-def test_batched_generation_with_padding_matches_full_forward_of_each_sequence():
+@pytest.mark.parametrize("stop_ids", [(), tuple(range(0, VOCAB, 6))])  # with stops, finished rows leave the batch
+def test_batched_generation_with_padding_matches_full_forward_of_each_sequence(stop_ids):
     m = tiny_model()
-    prompts = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15], [20]]
+    prompts = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15], [20], [30, 31], [40, 41, 42, 43], [50, 51, 52], [60], [70, 71]]
     g = torch.Generator().manual_seed(0)
-    tokens, logprobs = generate(m, prompts, 10, PAD, temperature=1.0, generator=g)
+    tokens, logprobs = generate(m, prompts, 10, PAD, stop_ids=stop_ids, temperature=1.0, generator=g)
+    if stop_ids:  # each row ends at its own first stop token (or runs to 10), at several different lengths
+        assert all(not set(new[:-1]) & set(stop_ids) and (new[-1] in stop_ids or len(new) == 10) for new in tokens)
+        assert len({len(new) for new in tokens}) > 2
     for prompt, new, lp in zip(prompts, tokens, logprobs):
         seq = torch.tensor([prompt + new])
         reference = torch.log_softmax(m(seq)[0, len(prompt) - 1:-1], -1)  # predictions of the new tokens
@@ -119,11 +123,10 @@ def test_greedy_generation_is_the_argmax_of_the_full_forward():
 def test_each_sequence_stops_at_its_own_stop_token():
     m = tiny_model()
     prompts = [[1, 2, 3], [4, 5]]
-    full, _ = generate(m, prompts, 15, PAD, temperature=1.0, generator=torch.Generator().manual_seed(1))
+    full, _ = generate(m, prompts, 15, PAD)  # greedy: a finished sequence leaves the batch, which changes the sampling draws
     k = next(i for i in range(1, 15) if full[0][i] not in full[0][:i])
     stop = full[0][k]  # a token the first sequence emits for the first time at position k
-    tokens, logprobs = generate(m, prompts, 15, PAD, stop_ids=(stop,), temperature=1.0,
-                                generator=torch.Generator().manual_seed(1))
+    tokens, logprobs = generate(m, prompts, 15, PAD, stop_ids=(stop,))
     assert tokens[0] == full[0][:k + 1]
     n = next((i + 1 for i, t in enumerate(full[1]) if t == stop), 15)
     assert tokens[1] == full[1][:n] and len(logprobs[1]) == n

@@ -147,6 +147,13 @@ def test_beam_search_keeps_the_top_width_steps_each_round():
     assert tuple(best.sequence) == (1, 1)  # the finished chain whose last step scores highest
 
 
+def test_a_budget_list_takes_positive_integers_only():
+    assert search.budget_list("1, 4,16") == [1, 4, 16]
+    for bad in ("0,4", "a", "1,,2", "-1", ""):
+        with pytest.raises(search.UserError, match="positive integers"):
+            search.budget_list(bad)
+
+
 def test_majority_vote_ties_break_to_the_smallest_answer_whatever_the_order():
     assert vote([5, 3, 5, 3, None]) == 3
     assert vote([3, 5, None, 5, 3]) == 3
@@ -160,7 +167,7 @@ def three_chains():
     """A stand-in policy that writes three chains, each as one step: answer 12 (confident), then 5 twice."""
     written = iter([("d = a * c = 7 * 5 = 12", 12, -0.5), ("d = a * c = 7 * 5 = 5", 5, -2.0), ("d = a * c = 7 * 5 = 5", 5, -3.0)])
 
-    def extend(nodes):
+    def extend(nodes, to_end=False):  # each chain is one step: done either way
         out = []
         for node in nodes:
             text, answer, lowest = next(written)
@@ -269,6 +276,25 @@ def test_compute_accounting_equals_the_tokens_actually_generated_and_scored(monk
         assert len({sampled[m][i].compute.generated_tokens for m in search.SAMPLED}) == 1
         assert sampled["majority"][i].compute.scored_tokens == 0
         assert sampled["bon-prm"][i].compute.scored_tokens == sampled["bon-orm"][i].compute.scored_tokens > 0
+
+
+def test_a_chain_generated_to_its_end_in_one_call_is_the_tree_that_one_step_calls_build():
+    torch.manual_seed(0)
+    cfg = PRESETS["test"].model_config()
+    cfg.block_size = 64
+    policy = GPT(cfg).eval()
+    prompts = [encode(prompt_text(line)) for line in ["a = 7; c = 5; d = a * c; ? d", "b = 3; e = b + 1; ? e", "a = 1; ? a"]]
+    step = partial(search.next_steps, policy, temperature=0.0, max_step_tokens=6)  # a random policy's steps get cut at 6
+
+    def tree(node):
+        return [(c.step, round(c.logprob, 4), round(c.lowest_logprob, 4), c.terminal, tree(c)) for c in node.children]
+    with torch.no_grad():
+        by_step, at_once = [[search.new_root(p) for p in prompts] for _ in range(2)]
+        search.complete(by_step, step)
+        leaves = search.complete(at_once, partial(step, to_end=True))
+    assert [tree(r) for r in at_once] == [tree(r) for r in by_step]
+    assert all(len(search.path(leaf)) > 1 and leaf.terminal for leaf in leaves)  # several steps, each chain finished
+    assert [r.compute.generated_tokens for r in at_once] == [r.compute.generated_tokens for r in by_step]
 
 
 # ----------------------------------------------------------------------------- the command line

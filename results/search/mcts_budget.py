@@ -86,7 +86,7 @@ def run_mcts(setup, prompts, problems, greedy, sims, c_puct, expand):
                 token_budgets=[N * g.compute.generated_tokens for g in greedy], rollout_steps=0)
     voted = [tree_vote(root, pr, setup) for root, pr in zip(roots, problems)]
     best = [tree_best(root, pr, setup) for root, pr in zip(roots, problems)]
-    leaves = search.complete([search.most_visited_end(root) for root in roots], setup.extend)
+    leaves = setup.finish([search.most_visited_end(root) for root in roots])
     visited = [search.answer_of(leaf, pr, setup.p) for leaf, pr in zip(leaves, problems)]
     unscored = [search.path(leaf) for leaf in leaves if any(n.prm is None for n in search.path(leaf))]
     if unscored:  # the completion of the most visited chain, for the diagnosis only

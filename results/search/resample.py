@@ -43,7 +43,7 @@ def resample_search(setup, roots, budgets, first, per_round, shared):
     chains = [[] for _ in roots]
     starts = [root for root in roots for _ in range(first)]
     while starts:
-        leaves = search.complete(starts, setup.extend)
+        leaves = setup.finish(starts)
         setup.score([search.path(leaf) for leaf in leaves])
         where = {id(root): i for i, root in enumerate(roots)}
         for leaf in leaves:
