@@ -49,6 +49,12 @@ MUTATIONS = [
     ("the AUROC interval resampling steps, not problems (as if a solution's steps were independent)", "common.py",
      "idx = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in rng.integers(0, len(groups), len(groups))])",
      "idx = rng.integers(0, len(y), len(y))", "tests/test_prm.py"),
+    ("generation writing the tokens of the sequences still running into the first rows, not their own", "model.py",
+     "tokens[rows, t], logprobs[rows, t] = token, logprob", "tokens[:len(token), t], logprobs[:len(token), t] = token, logprob",
+     "tests/test_model.py"),
+    ("a chain generated to its end cut at step tokens only, not also at the step length cap", "search.py",
+     "n = next((k + 1 for k, t in enumerate(tokens[:max_step_tokens]) if t in stop), min(len(tokens), max_step_tokens))",
+     "n = next((k + 1 for k, t in enumerate(tokens) if t in stop), len(tokens))", "tests/test_search.py"),
 ]
 
 
