@@ -93,4 +93,4 @@ def summary():
 if __name__ == "__main__" and sys.argv[1:] == ["summary"]:
     summary()
 elif __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *[float(sys.argv[4])] * (len(sys.argv) > 4), *sys.argv[5:6])
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *map(float, sys.argv[4:5]), *sys.argv[5:6])
