@@ -127,6 +127,7 @@ def test_each_sequence_stops_at_its_own_stop_token():
     k = next(i for i in range(1, 15) if full[0][i] not in full[0][:i])
     stop = full[0][k]  # a token the first sequence emits for the first time at position k
     tokens, logprobs = generate(m, prompts, 15, PAD, stop_ids=(stop,))
+    assert generate(m, prompts, 15, PAD, stop_ids=(stop,), drop_finished=False)[0] == tokens  # the batch kept whole: the same
     assert tokens[0] == full[0][:k + 1]
     n = next((i + 1 for i, t in enumerate(full[1]) if t == stop), 15)
     assert tokens[1] == full[1][:n] and len(logprobs[1]) == n
