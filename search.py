@@ -166,7 +166,7 @@ def rank_score(p, confidence, weight):
 # ----------------------------------------------------------------------------- methods
 
 def complete(frontier, extend, max_steps=None, attach=True):
-    """Extend every node step by step until its chain ends (or max_steps); the final nodes, in order."""
+    """Extend every node until its chain ends (or max_steps calls of extend, one step each unless to_end); the final nodes."""
     final, steps = list(frontier), 0
     active = [i for i, node in enumerate(final) if not node.terminal]
     while active and (max_steps is None or steps < max_steps):
