@@ -139,8 +139,23 @@ def best_of_n(setup, which, at, prompts, problems, truth):
     if which == "grid":
         return {f"{m}@{N}": (at[(m, N)]["correct"], at[(m, N)]["tokens"]) for m in ("bon-prm", "prm-vote")}, None
     pool = search.run_sampled(setup, ["bon-prm", "prm-vote"], prompts, problems, [N])[N]
-    return {f"{m}@{N}": ([int(o.answer == t) for o, t in zip(pool[m], truth)], [o.compute.generated_tokens for o in pool[m]])
+    return {f"{m}@{N}": (hits([o.answer for o in pool[m]], truth), [o.compute.generated_tokens for o in pool[m]])
             for m in ("bon-prm", "prm-vote")}, pool
+
+
+def hits(answers, truth):
+    return [int(a == t) for a, t in zip(answers, truth)]
+
+
+def bins_with_references(out, seed, which):
+    """Per phenomena bin, what every variant is judged against, under no_grad with the bin's seed set:
+    (setup, b, problems, prompts, truth, greedy outcomes, {name: (correct, tokens)} of best-of-N, its pool)."""
+    task, setup = setup_for(out, seed)
+    for b, at, problems, prompts, truth in problem_bins(out, task, which):
+        with torch.no_grad(), autocast(torch.device("cpu")):
+            torch.manual_seed(seed * 1000 + b)
+            greedy = search.run_greedy(setup, prompts, problems)
+            yield (setup, b, problems, prompts, truth, greedy, *best_of_n(setup, which, at, prompts, problems, truth))
 
 
 def pool_rows(rows, mine, seed, which, b):
@@ -169,29 +184,23 @@ def summary(rows, out, seed, which, variants, name):
 
 
 def main(out, seed, which, variants):
-    task, setup = setup_for(out, seed)
     rows = {}
-    for b, at, problems, prompts, truth in problem_bins(out, task, which):
-        right = lambda answers: [int(a == t) for a, t in zip(answers, truth)]  # noqa: E731
-        with torch.no_grad(), autocast(torch.device("cpu")):
-            torch.manual_seed(seed * 1000 + b)
-            greedy = search.run_greedy(setup, prompts, problems)
-            mine, pool = best_of_n(setup, which, at, prompts, problems, truth)
-            if pool is not None:
-                bon = ([o.answer for o in pool["bon-prm"]], [search.chain_score(o.leaf, setup.args.aggregate) for o in pool["bon-prm"]])
-                spread = [distinct_chains(finished_chains(o.root), pr, setup) for o, pr in zip(pool["bon-prm"], problems)]
-                print(f"  seed {seed} d={b} {N} samples: {sum(c for c, _ in spread) / len(spread):.1f} distinct chains, "
-                      f"{sum(a for _, a in spread) / len(spread):.2f} distinct answers per problem", flush=True)
-            for v in variants:
-                name, sims, c_puct, expand, *pw = v.split(":")
-                search.select_leaf = widening_select(*map(float, pw)) if pw else SELECT_LEAF
-                torch.manual_seed(seed * 1000 + b + 1)
-                visited, voted, tokens, picked, best, distinct = run_mcts(setup, prompts, problems, greedy, int(sims), float(c_puct), int(expand))
-                if which == "tune":
-                    diagnose(f"seed {seed} d={b} {name}", truth, visited, picked, *bon)
-                    print(f"  seed {seed} d={b} {name}: {sum(c for c, _ in distinct) / len(distinct):.1f} distinct finished chains, "
-                          f"{sum(a for _, a in distinct) / len(distinct):.2f} distinct answers per tree", flush=True)
-                mine[name], mine[name + "+vote"], mine[name + "+best"] = (right(visited), tokens), (right(voted), tokens), (right(best), tokens)
+    for setup, b, problems, prompts, truth, greedy, mine, pool in bins_with_references(out, seed, which):
+        if pool is not None:
+            bon = ([o.answer for o in pool["bon-prm"]], [search.chain_score(o.leaf, setup.args.aggregate) for o in pool["bon-prm"]])
+            spread = [distinct_chains(finished_chains(o.root), pr, setup) for o, pr in zip(pool["bon-prm"], problems)]
+            print(f"  seed {seed} d={b} {N} samples: {sum(c for c, _ in spread) / len(spread):.1f} distinct chains, "
+                  f"{sum(a for _, a in spread) / len(spread):.2f} distinct answers per problem", flush=True)
+        for v in variants:
+            name, sims, c_puct, expand, *pw = v.split(":")
+            search.select_leaf = widening_select(*map(float, pw)) if pw else SELECT_LEAF
+            torch.manual_seed(seed * 1000 + b + 1)
+            visited, voted, tokens, picked, best, distinct = run_mcts(setup, prompts, problems, greedy, int(sims), float(c_puct), int(expand))
+            if which == "tune":
+                diagnose(f"seed {seed} d={b} {name}", truth, visited, picked, *bon)
+                print(f"  seed {seed} d={b} {name}: {sum(c for c, _ in distinct) / len(distinct):.1f} distinct finished chains, "
+                      f"{sum(a for _, a in distinct) / len(distinct):.2f} distinct answers per tree", flush=True)
+            mine[name], mine[name + "+vote"], mine[name + "+best"] = (hits(visited, truth), tokens), (hits(voted, truth), tokens), (hits(best, truth), tokens)
         pool_rows(rows, mine, seed, which, b)
     summary(rows, out, seed, which, variants, f"mcts_{which}_seed{seed}_{variants[-1].split(':')[0]}")
 

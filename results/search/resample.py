@@ -21,8 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import search  # noqa: E402
-from common import autocast  # noqa: E402
-from mcts_budget import N, best_of_n, pool_rows, problem_bins, setup_for, summary  # noqa: E402
+from mcts_budget import N, bins_with_references, hits, pool_rows, summary  # noqa: E402
 from train_prm import located_first_error  # noqa: E402
 
 
@@ -60,34 +59,28 @@ def resample_search(setup, roots, budgets, first, per_round, shared):
 
 
 def main(out, seed, which, variants):
-    task, setup = setup_for(out, seed)
     rows = {}
-    for b, at, problems, prompts, truth in problem_bins(out, task, which):
-        right = lambda answers: [int(a == t) for a, t in zip(answers, truth)]  # noqa: E731
-        with torch.no_grad(), autocast(torch.device("cpu")):
-            torch.manual_seed(seed * 1000 + b)
-            greedy = search.run_greedy(setup, prompts, problems)
-            mine, _ = best_of_n(setup, which, at, prompts, problems, truth)
-            for v in variants:
-                first, per_round, *scale = v.split(":")
-                scale = float(scale[0]) if scale else 1.0
-                roots = [search.new_root(prompt) for prompt in prompts]
-                for root, g in zip(roots, greedy):  # the greedy chain sets the budget, so it is paid for
-                    root.compute = copy.copy(g.compute)
-                torch.manual_seed(seed * 1000 + b + 1)
-                shared = [0, 0, 0]
-                chains = resample_search(setup, roots, [scale * N * g.compute.generated_tokens for g in greedy], int(first), int(per_round), shared)
-                tokens = [root.compute.generated_tokens for root in roots]
-                best, voted, count = [], [], []
-                for leaves, pr in zip(chains, problems):
-                    answers = [search.answer_of(leaf, pr, setup.p) for leaf in leaves]
-                    scores = [search.chain_score(leaf, setup.args.aggregate) for leaf in leaves]
-                    best.append(answers[scores.index(max(scores))])
-                    voted.append(search.vote(answers, scores))
-                    count.append(len(leaves))
-                print(f"  seed {seed} d={b} resample {v}: {sum(count) / len(count):.1f} chains per problem; restarts from the root {shared[0]}, below it {shared[1]}, "
-                      f"{shared[2] / max(1, shared[1]):.1f} prefix tokens reused per restart below the root", flush=True)
-                mine[f"resample {v}"], mine[f"resample {v}+vote"] = (right(best), tokens), (right(voted), tokens)
+    for setup, b, problems, prompts, truth, greedy, mine, _ in bins_with_references(out, seed, which):
+        for v in variants:
+            first, per_round, *scale = v.split(":")
+            scale = float(scale[0]) if scale else 1.0
+            roots = [search.new_root(prompt) for prompt in prompts]
+            for root, g in zip(roots, greedy):  # the greedy chain sets the budget, so it is paid for
+                root.compute = copy.copy(g.compute)
+            torch.manual_seed(seed * 1000 + b + 1)
+            shared = [0, 0, 0]
+            chains = resample_search(setup, roots, [scale * N * g.compute.generated_tokens for g in greedy], int(first), int(per_round), shared)
+            tokens = [root.compute.generated_tokens for root in roots]
+            best, voted, count = [], [], []
+            for leaves, pr in zip(chains, problems):
+                answers = [search.answer_of(leaf, pr, setup.p) for leaf in leaves]
+                scores = [search.chain_score(leaf, setup.args.aggregate) for leaf in leaves]
+                best.append(answers[scores.index(max(scores))])
+                voted.append(search.vote(answers, scores))
+                count.append(len(leaves))
+            print(f"  seed {seed} d={b} resample {v}: {sum(count) / len(count):.1f} chains per problem; restarts from the root {shared[0]}, below it {shared[1]}, "
+                  f"{shared[2] / max(1, shared[1]):.1f} prefix tokens reused per restart below the root", flush=True)
+            mine[f"resample {v}"], mine[f"resample {v}+vote"] = (hits(best, truth), tokens), (hits(voted, truth), tokens)
         pool_rows(rows, mine, seed, which, b)
     summary(rows, out, seed, which, variants, f"resample_{which}_seed{seed}_{variants[-1].replace(':', '-')}")
 
