@@ -39,6 +39,7 @@ import math
 import os
 import sys
 import time
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
@@ -197,23 +198,23 @@ def keep_top(candidates, width):
 
 
 def beam_search(roots, extend, score, n, width):
-    """Step-level beam search (Snell et al. 2024, sec. 5.1). Round 1 samples n first steps; each round
-    keeps the `width` steps the PRM scores highest and samples n / width next steps from each (about n
-    steps a round, like n chains). A kept step that ends its chain takes its beam out. Answer: the
-    finished chain whose last step scores highest."""
+    """Step-level beam search (Snell et al. 2024, sec. 5.1). Round 1 samples n first steps; each round keeps
+    the `width` distinct steps the PRM scores highest (identical samples merge, as in MCTS) and samples n / width
+    next steps per slot, the kept steps sharing the slots of merged ones: about n steps a round, like n chains.
+    A kept step that ends its chain takes its slot out. Answer: the finished chain whose last step scores highest."""
     branching = max(1, n // width)
     beams, slots, finished = [[root] for root in roots], [width] * len(roots), [[] for _ in roots]
     while any(beams):
-        frontier = [b for problem in beams for b in problem for _ in range(n if b.parent is None else branching)]
-        children = extend(frontier)
-        score([[child] for child in children])
-        by_parent = defaultdict(list)
-        for child in children:
-            child.parent.children.append(child)
-            by_parent[id(child.parent)].append(child)
+        frontier = [b for i, problem in enumerate(beams) for b in problem
+                    for _ in range(n if b.parent is None else branching * slots[i] // len(problem))]
+        fresh = []
+        for child in extend(frontier):
+            if all(child.step != sibling.step for sibling in child.parent.children):
+                child.parent.children.append(child)
+                fresh.append(child)
+        score([[child] for child in fresh])
         for i, problem in enumerate(beams):
-            candidates = [c for b in problem for c in by_parent[id(b)]]
-            kept = keep_top(candidates, slots[i])
+            kept = keep_top([c for b in problem for c in b.children], slots[i])
             for node in kept:
                 node.kept = True
             finished[i] += [node for node in kept if node.terminal]
@@ -445,10 +446,12 @@ def run_grid(setup, methods, budgets, records, task, per_bin):
         greedy = run_greedy(setup, prompts, problems)
         add("greedy", 1, d, greedy, truth)
         if sampled:
+            torch.manual_seed(zlib.crc32(f"{setup.args.seed} {d} pool".encode()))  # its own draws: a change elsewhere moves no row
             for n, outcomes in run_sampled(setup, sampled, prompts, problems, budgets).items():
                 for method in sampled + ["pass@n"]:
                     add(method, n, d, outcomes[method], truth)
         for method, n in trees:
+            torch.manual_seed(zlib.crc32(f"{setup.args.seed} {d} {method} {n}".encode()))
             add(method, n, d, run_method(setup, method, prompts, problems, n, greedy), truth)
     return rows
 
@@ -528,14 +531,11 @@ def parse_args(argv):
     parser = stage_parser(__doc__)
     parser.add_argument("--method", default="greedy", choices=METHODS + ("all",), help="search method, or all of them (default: greedy)")
     parser.add_argument("--budget", default="1,4,16", help="compute budgets N, comma-separated (default: 1,4,16; --problems uses the largest)")
-    parser.add_argument("--max-tree-budget", type=int, default=None, help="the grid runs beam and MCTS only at budgets up to this "
-                        "(default: at every budget; on a CPU a budget of 64 costs the tree searches minutes)")
-    parser.add_argument("--policy", default="sft", help="which trained policy answers: DIR/sft, DIR/rl, or another stage "
-                        "directory with a ckpt.pt such as DIR/sft_w48 (default: sft)")
+    parser.add_argument("--max-tree-budget", type=int, default=None, help="the grid runs beam and MCTS only at budgets up to this (default: all)")
+    parser.add_argument("--policy", default="sft", help="which policy answers: DIR/NAME/ckpt.pt, e.g. sft, rl, sft_w48 (default: sft)")
     parser.add_argument("--problems", metavar="FILE", help="answer the problems in FILE instead of running the grid")
     parser.add_argument("--show", action="store_true", help="print each chain of thought, or the tree for beam and mcts")
-    parser.add_argument("--per-bin", type=int, default=None, help="test problems in every difficulty bin of the grid (default: the "
-                        "preset's search.grid_problems in the phenomena bins, search.grid_problems_other elsewhere)")
+    parser.add_argument("--per-bin", type=int, default=None, help="test problems per bin of the grid (default: the preset's)")
     parser.add_argument("--temperature", type=float, help="sampling temperature of every method but greedy (default: the preset's)")
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens only (default: all)")
     parser.add_argument("--aggregate", choices=["min", "prod", "last"], help="best-of-N: a chain's PRM score from its steps' (default: the preset's)")

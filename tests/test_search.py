@@ -147,6 +147,23 @@ def test_beam_search_keeps_the_top_width_steps_each_round():
     assert tuple(best.sequence) == (1, 1)  # the finished chain whose last step scores highest
 
 
+def test_beam_search_merges_identical_steps_and_gives_their_slots_to_the_kept_ones():
+    # n = 4, width 2: all four first samples are one step, kept once; it then samples both slots'
+    # 2 x 2 = 4 next steps (without the merge: two copies of one beam, 2 next steps each)
+    def extend(nodes):
+        children = toy_extend(nodes, depth=2)
+        for child in children:
+            if child.parent.parent is None:
+                child.step, child.sequence = [0], [0]
+        return children
+    root = Node([], Compute())
+    score = partial(toy_score, values=lambda state: {(0, 2): 0.9}.get(state, 0.5))
+    best, = beam_search([root], extend, score, n=4, width=2)
+    assert [c.sequence for c in root.children] == [[0]] and root.children[0].kept
+    assert [g.sequence for g in root.children[0].children] == [[0, 0], [0, 1], [0, 2], [0, 3]]
+    assert tuple(best.sequence) == (0, 2)
+
+
 def test_a_budget_list_takes_positive_integers_only():
     assert search.budget_list("1, 4,16") == [1, 4, 16]
     for bad in ("0,4", "a", "1,,2", "-1", ""):
