@@ -30,9 +30,8 @@ report.py makes the tables), or DIR/search_NAME/ with --policy NAME. The sampled
 of max(budgets) chains per problem, budget N judged on each disjoint group of N; pass@N (any of N right)
 is best-of-N's ceiling. PRM methods need DIR/prm/ckpt.pt, bon-orm DIR/prm/orm.pt (train_prm.py).
 
---problems FILE: one problem per line (README's form, `#` a comment): one answer per line with its
-tokens; --show adds the chain of thought, or the tree with PRM scores, visits and verifier marks. A
-line that cannot be read gets an error on stderr, `-` as its answer and exit code 1.
+--problems FILE: a problem per line (README's form, `#` a comment), an answer per line with its tokens; --show adds
+the chain of thought or the tree (PRM scores, visits, verifier marks). A line it cannot read: an error on stderr, `-`, exit 1.
 """
 import copy
 import math
@@ -535,7 +534,8 @@ def parse_args(argv):
     parser.add_argument("--policy", default="sft", help="which policy answers: DIR/NAME/ckpt.pt, e.g. sft, rl, sft_w48 (default: sft)")
     parser.add_argument("--problems", metavar="FILE", help="answer the problems in FILE instead of running the grid")
     parser.add_argument("--show", action="store_true", help="print each chain of thought, or the tree for beam and mcts")
-    parser.add_argument("--per-bin", type=int, default=None, help="test problems per bin of the grid (default: the preset's)")
+    parser.add_argument("--per-bin", type=int, default=None, help="test problems in every difficulty bin of the grid (default: the "
+                        "preset's search.grid_problems in the phenomena bins, search.grid_problems_other elsewhere)")
     parser.add_argument("--temperature", type=float, help="sampling temperature of every method but greedy (default: the preset's)")
     parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens only (default: all)")
     parser.add_argument("--aggregate", choices=["min", "prod", "last"], help="best-of-N: a chain's PRM score from its steps' (default: the preset's)")
