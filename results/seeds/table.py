@@ -16,6 +16,11 @@ from report import judge  # noqa: E402
 
 
 def main(runs):
+    if not runs or runs[0] in ("-h", "--help"):
+        sys.exit(__doc__)
+    missing = [run for run in runs if not os.path.exists(os.path.join(run, "data", "meta.json"))]
+    if missing:
+        sys.exit(f"error: {', '.join(missing)}: not a run directory (no data/meta.json): run bash run.sh first")
     meta = json.load(open(os.path.join(runs[0], "data", "meta.json")))
     judged = [judge(run, meta["task"]["max_train_d"]) for run in runs]
     names = [os.path.basename(os.path.normpath(run)) for run in runs]
