@@ -181,6 +181,14 @@ def complete(frontier, extend, max_steps=None, attach=True):
     return final
 
 
+def hang_distinct(children):
+    """Hang each new step under its parent unless a sibling is the same step (identical samples merge); the ones hung."""
+    for child in children:
+        if all(child.step != sibling.step for sibling in child.parent.children):
+            child.parent.children.append(child)
+    return [child for child in children if child in child.parent.children]  # Node compares by identity
+
+
 def vote(answers, weights=None):
     """The answer with the most votes (or the largest total weight); a chain without an answer
     does not vote. Ties go to the smallest answer: the result never depends on sample order."""
@@ -206,12 +214,7 @@ def beam_search(roots, extend, score, n, width):
     while any(beams):
         frontier = [b for i, problem in enumerate(beams) for b in problem
                     for _ in range(n if b.parent is None else branching * slots[i] // len(problem))]
-        fresh = []
-        for child in extend(frontier):
-            if all(child.step != sibling.step for sibling in child.parent.children):
-                child.parent.children.append(child)
-                fresh.append(child)
-        score([[child] for child in fresh])
+        score([[child] for child in hang_distinct(extend(frontier))])
         for i, problem in enumerate(beams):
             kept = keep_top([c for b in problem for c in b.children], slots[i])
             for node in kept:
@@ -247,12 +250,8 @@ def backup(leaf, value):
 
 def expand(leaves, extend, score, width):
     """`width` next steps for every leaf in one primitive call (identical ones merge), scored in one PRM call."""
-    children, fresh = extend([leaf for leaf in leaves for _ in range(width)]), []
-    for i, leaf in enumerate(leaves):
-        for child in children[i * width:(i + 1) * width]:
-            if all(child.step != c.step for c in leaf.children):
-                leaf.children.append(child)
-                fresh.append(child)
+    fresh = hang_distinct(extend([leaf for leaf in leaves for _ in range(width)]))
+    for leaf in leaves:
         # P(s, a): the policy's probability of each distinct step, normalized over the siblings
         top = max(c.logprob for c in leaf.children)
         weights = [math.exp(c.logprob - top) for c in leaf.children]

@@ -55,7 +55,7 @@ MUTATIONS = [
     ("a chain generated to its end cut at step tokens only, not also at the step length cap", "search.py",
      "n = next((k + 1 for k, t in enumerate(tokens[:max_step_tokens]) if t in stop), min(len(tokens), max_step_tokens))",
      "n = next((k + 1 for k, t in enumerate(tokens) if t in stop), len(tokens))", "tests/test_search.py"),
-    ("beam search keeping identical sampled steps as separate beams", "search.py",
+    ("identical sampled steps kept as separate children (beam search: copies of one beam)", "search.py",
      "if all(child.step != sibling.step for sibling in child.parent.children):", "if True:", "tests/test_search.py"),
     ("beam search not giving the kept steps the slots of the merged ones", "search.py",
      "for _ in range(n if b.parent is None else branching * slots[i] // len(problem))]",

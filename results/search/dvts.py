@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import search  # noqa: E402
-from mcts_budget import N, bins_with_references, finished_chains, hits, pool_rows, summary  # noqa: E402
+from mcts_budget import N, bins_with_references, distinct_chains, finished_chains, hits, pool_rows, summary  # noqa: E402
 
 
 def dvts(roots, extend, score, n, m):
@@ -50,10 +50,8 @@ def beam_finals(roots, extend, score, n):
 
 def answers(finals, problems, setup):
     """Per rule: each problem's answer from its finished chains."""
-    def pick(chains, key):
-        return max(chains, key=key)
-    last = [search.answer_of(pick(c, lambda leaf: leaf.prm), pr, setup.p) for c, pr in zip(finals, problems)]
-    low = [search.answer_of(pick(c, lambda leaf: search.chain_score(leaf, "min")), pr, setup.p) for c, pr in zip(finals, problems)]
+    last = [search.answer_of(max(c, key=lambda leaf: leaf.prm), pr, setup.p) for c, pr in zip(finals, problems)]
+    low = [search.answer_of(max(c, key=lambda leaf: search.chain_score(leaf, "min")), pr, setup.p) for c, pr in zip(finals, problems)]
     voted = [search.vote([search.answer_of(leaf, pr, setup.p) for leaf in c], [search.chain_score(leaf, "min") for leaf in c])
              for c, pr in zip(finals, problems)]
     return {"": last, "+min": low, "+vote": voted}
@@ -71,7 +69,7 @@ def main(out, seed, which, variants):
                 else:
                     finals = dvts(roots, setup.extend, setup.score, N, int(v.split(":")[1]))
             tokens = [r.compute.generated_tokens for r in roots]
-            distinct = sum(len({tuple(leaf.sequence) for leaf in c}) for c in finals) / len(finals)
+            distinct = sum(distinct_chains(c, pr, setup)[0] for c, pr in zip(finals, problems)) / len(finals)
             print(f"  seed {seed} d={b} {v}: {distinct:.1f} distinct finished chains per problem", flush=True)
             for rule, got in answers(finals, problems, setup).items():
                 mine[f"{v}{rule}"] = (hits(got, truth), tokens)

@@ -12,7 +12,7 @@ import sys
 from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from report import judge  # noqa: E402
+from report import change, judge  # noqa: E402
 
 
 def main(runs):
@@ -28,7 +28,7 @@ def main(runs):
     print("|---|---|---|" + "---|" * len(runs) + "---|")
     for i, c in enumerate(judged[0]):
         mine = [claims[i] for claims in judged]
-        cells = [f"{m['difference']:+.3f} ({m['interval'][0]:+.3f}, {m['interval'][1]:+.3f}) *{m['verdict']}*"
+        cells = [f"{change(m['difference'], *m['interval'])} *{m['verdict']}*"
                  if "difference" in m else f"*{m['verdict']}*" for m in mine]
         count = Counter(m["verdict"] for m in mine)
         print(f"| {c['phenomenon']} | {c['a']} | {c['b']} | " + " | ".join(cells)
