@@ -85,6 +85,7 @@ class SearchConfig:
     expand: int = 4                 # MCTS: steps sampled per expansion, at most N
     c_puct: float = 1.0             # MCTS: exploration constant of PUCT
     rollout_steps: int = 0          # MCTS: value a leaf by a rollout of this many steps (0: the PRM's score)
+    tree_draws: int = 2             # the grid's beam and MCTS: independent runs per problem, averaged (one is a noisy row)
 
 
 @dataclass(frozen=True)

@@ -142,7 +142,8 @@ def grid_section(out, stage, max_train_d):
     plotted = plot_grid(rows, max_train_d, os.path.join(out, stage, "scaling.png"))
     ranked = f" Best-of-N by a reward model ranks by its log-odds + {m['confidence_weight']} x the policy's lowest token " \
         "log-probability." if m.get("confidence_weight") else ""
-    return (f"Policy {m.get('policy', '?')}; test problems per bin {counts}; samples at temperature {m.get('temperature', '?')}.{ranked}"
+    draws = f" Beam search and MCTS: the mean of {m['tree_draws']} runs per problem." if m.get("tree_draws", 1) > 1 else ""
+    return (f"Policy {m.get('policy', '?')}; test problems per bin {counts}; samples at temperature {m.get('temperature', '?')}.{ranked}{draws}"
             f"\n\n{scaling_table(rows, max_train_d)}" + (f"\n\n![{stage}]({stage}/scaling.png)" if plotted else ""))
 
 

@@ -27,8 +27,8 @@ greedy chain's tokens (counted in, as it sets the budget). The tables print what
 The grid answers the first --per-bin test problems of every bin with every method at every budget
 (beam and MCTS up to --max-tree-budget), into DIR/search/scaling.json (per problem: outcome, tokens;
 report.py makes the tables), or DIR/search_NAME/ with --policy NAME. The sampled methods draw one pool
-of max(budgets) chains per problem, budget N judged on each disjoint group of N; pass@N (any of N right)
-is best-of-N's ceiling. PRM methods need DIR/prm/ckpt.pt, bon-orm DIR/prm/orm.pt (train_prm.py).
+of max(budgets) chains per problem, budget N judged on each disjoint group of N, and beam and MCTS run
+--tree-draws times: a row is a mean per problem either way. pass@N (any of N right) is best-of-N's ceiling. PRM methods need DIR/prm/ckpt.pt, bon-orm DIR/prm/orm.pt (train_prm.py).
 
 --problems FILE: a problem per line (README's form, `#` a comment), an answer per line with its tokens; --show adds
 the chain of thought or the tree (PRM scores, visits, verifier marks). A line it cannot read: an error on stderr, `-`, exit 1.
@@ -333,12 +333,6 @@ def answer_of(leaf, problem, p):
     return verify(problem, chain_text(leaf), p).answer
 
 
-def run_greedy(setup, prompts, problems):
-    roots = [new_root(prompt) for prompt in prompts]
-    leaves = setup.finish(roots, greedy=True)
-    return [Outcome(answer_of(leaf, pr, setup.p), leaf, root, root.compute) for leaf, root, pr in zip(leaves, roots, problems)]
-
-
 def run_sampled(setup, methods, prompts, problems, budgets):
     """The sampled methods and pass@n at every budget n, from one pool of max(budgets) samples per problem.
     Budget n picks in each of the pool's disjoint groups of n (as Lightman et al. subsample their pool
@@ -366,11 +360,16 @@ def run_sampled(setup, methods, prompts, problems, budgets):
             for g in (slice(k * n, (k + 1) * n) for k in range(pool // n)):
                 select_among(picks, root, chains[g], answers[g], truth, {m: s[g] for m, s in scores.items()}, prm and prm[g])
             for method, groups in picks.items():
-                groups[0].rate = sum(o.answer == truth for o in groups) / len(groups)
-                groups[0].compute = Compute(*(sum(getattr(o.compute, f) for o in groups) / len(groups)
-                                              for f in ("generated_tokens", "scored_tokens")))  # the mean group's cost
-                out[n][method].append(groups[0])
+                out[n][method].append(mean_of(groups, truth))
     return out
+
+
+def mean_of(outcomes, truth):
+    """Several picks for one problem as one Outcome: the first, its rate the fraction right, its compute the mean."""
+    outcomes[0].rate = sum(o.answer == truth for o in outcomes) / len(outcomes)
+    outcomes[0].compute = Compute(*(sum(getattr(o.compute, f) for o in outcomes) / len(outcomes)
+                                    for f in ("generated_tokens", "scored_tokens")))
+    return outcomes[0]
 
 
 def select_among(out, root, chains, answers, truth, scores, prm=None):
@@ -396,14 +395,16 @@ def select_among(out, root, chains, answers, truth, scores, prm=None):
 
 def run_method(setup, method, prompts, problems, n, greedy=None):
     """Outcomes of one method at budget n; greedy: this problem set's greedy outcomes (mcts)."""
-    if method == "greedy" or method in SAMPLED:
-        return run_greedy(setup, prompts, problems) if method == "greedy" else run_sampled(setup, [method], prompts, problems, [n])[n][method]
+    if method in SAMPLED:
+        return run_sampled(setup, [method], prompts, problems, [n])[n][method]
     roots = [new_root(prompt) for prompt in prompts]
-    if method == "beam":
+    if method == "greedy":
+        leaves = setup.finish(roots, greedy=True)
+    elif method == "beam":
         width = setup.args.beam_width or max(1, n // 4)  # Snell et al.: 4 next steps per kept beam
         leaves = beam_search(roots, setup.extend, setup.score, n, min(width, n))
     else:
-        greedy = greedy or run_greedy(setup, prompts, problems)
+        greedy = greedy or run_method(setup, "greedy", prompts, problems, 1)
         for root, g in zip(roots, greedy):  # the greedy chain sets the budget, so it is paid for
             root.compute = copy.copy(g.compute)
         budgets = [n * g.compute.generated_tokens for g in greedy]
@@ -441,16 +442,19 @@ def run_grid(setup, methods, budgets, records, task, per_bin):
         problems = [parse_problem(r["problem"], task.p) for r in bins[d]]
         prompts = [encode(prompt_text(r["problem"])) for r in bins[d]]
         truth = [values(pr, task.p)[pr.query] for pr in problems]
-        greedy = run_greedy(setup, prompts, problems)
+        greedy = run_method(setup, "greedy", prompts, problems, 1)
         add("greedy", 1, d, greedy, truth)
         if sampled:
             torch.manual_seed(zlib.crc32(f"{setup.args.seed} {d} pool".encode()))  # its own draws: a change elsewhere moves no row
             for n, outcomes in run_sampled(setup, sampled, prompts, problems, budgets).items():
                 for method in sampled + ["pass@n"]:
                     add(method, n, d, outcomes[method], truth)
-        for method, n in trees:
-            torch.manual_seed(zlib.crc32(f"{setup.args.seed} {d} {method} {n}".encode()))
-            add(method, n, d, run_method(setup, method, prompts, problems, n, greedy), truth)
+        for method, n in trees:  # a tree is one run per problem: average draws of it, as the pool's groups are
+            draws = []
+            for k in range(setup.args.tree_draws):
+                torch.manual_seed(zlib.crc32(f"{setup.args.seed} {d} {method} {n}{f' draw {k}' if k else ''}".encode()))
+                draws.append(run_method(setup, method, prompts, problems, n, greedy))
+            add(method, n, d, [mean_of(list(o), t) for *o, t in zip(*draws, truth)], truth)
     return rows
 
 
@@ -530,6 +534,7 @@ def parse_args(argv):
     parser.add_argument("--method", default="greedy", choices=METHODS + ("all",), help="search method, or all of them (default: greedy)")
     parser.add_argument("--budget", default="1,4,16", help="compute budgets N, comma-separated (default: 1,4,16; --problems uses the largest)")
     parser.add_argument("--max-tree-budget", type=int, default=None, help="the grid runs beam and MCTS only at budgets up to this (default: all)")
+    parser.add_argument("--tree-draws", type=int, help="the grid runs beam and MCTS this many times per problem, averaged (default: the preset's)")
     parser.add_argument("--policy", default="sft", help="which policy answers: DIR/NAME/ckpt.pt, e.g. sft, rl, sft_w48 (default: sft)")
     parser.add_argument("--problems", metavar="FILE", help="answer the problems in FILE instead of running the grid")
     parser.add_argument("--show", action="store_true", help="print each chain of thought, or the tree for beam and mcts")
@@ -550,6 +555,8 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     budgets = budget_list(args.budget)
+    if args.tree_draws < 1:
+        raise UserError(f"--tree-draws {args.tree_draws}: give at least 1")
     if args.problems and args.method == "all":
         raise UserError("--problems answers with one method: choose one with --method")
     if args.problems and not os.path.exists(args.problems):
@@ -587,7 +594,7 @@ def main(argv=None):
     write_json(os.path.join(out_dir, "metrics.json"), {
         "stage": "search", "preset": args.preset, "device": str(d.device), "policy": args.policy, "methods": methods,
         "budgets": budgets, "temperature": args.temperature, "confidence_weight": args.confidence_weight,
-        "problems_per_bin": {str(b): n for b, n in per_bin.items()},
+        "tree_draws": args.tree_draws, "problems_per_bin": {str(b): n for b, n in per_bin.items()},
         "wall_time_s": time.time() - start, **greedy})
     for method, budget in dict.fromkeys((r["method"], r["budget"]) for r in rows):  # pooled over the bins; per bin: report.py
         mine = [c for r in rows if (r["method"], r["budget"]) == (method, budget) for c in r["correct"]]

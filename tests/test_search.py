@@ -171,6 +171,13 @@ def test_a_budget_list_takes_positive_integers_only():
             search.budget_list(bad)
 
 
+def test_several_picks_for_one_problem_count_as_the_fraction_right_at_their_mean_cost():
+    picks = [search.Outcome(5, None, None, Compute(10, 20)), search.Outcome(4, None, None, Compute(20, 0)),
+             search.Outcome(5, None, None, Compute(30, 10))]
+    mean = search.mean_of(picks, truth=5)
+    assert mean is picks[0] and mean.rate == pytest.approx(2 / 3) and mean.compute == Compute(20, 10)
+
+
 def test_majority_vote_ties_break_to_the_smallest_answer_whatever_the_order():
     assert vote([5, 3, 5, 3, None]) == 3
     assert vote([3, 5, None, 5, 3]) == 3
@@ -278,7 +285,7 @@ def test_compute_accounting_equals_the_tokens_actually_generated_and_scored(monk
     lines = ["a = 7; c = 5; d = a * c; ? d", "b = 3; e = b + 1; f = e * e; ? f"]
     problems, prompts = [parse_problem(line, 23) for line in lines], [encode(prompt_text(line)) for line in lines]
     with torch.no_grad():
-        outcomes = search.run_greedy(setup, prompts, problems)
+        outcomes = search.run_method(setup, "greedy", prompts, problems, 1)
         for o, prompt in zip(outcomes, prompts):  # greedy: the tokens of its one chain
             assert o.compute.generated_tokens == len(o.leaf.sequence) - len(prompt) and o.compute.scored_tokens == 0
         sampled = search.run_sampled(setup, search.SAMPLED, prompts, problems, [3])[3]
@@ -373,6 +380,16 @@ def test_grid_writes_rows_for_every_method_budget_and_bin(run_dir, tmp_path):
         assert r["accuracy"] == sum(r["correct"]) / r["problems"]
         assert r["interval"] == pytest.approx(list(wilson(sum(r["correct"]), r["problems"])))
         assert r["generated_tokens"] == sum(r["tokens"]) / r["problems"]
+    # the preset's two draws of each tree search against one: the mean of the same first draw and a second one
+    assert json.loads((tmp_path / "search" / "metrics.json").read_text())["tree_draws"] == PRESETS["test"].search.tree_draws == 2
+    result = run("--preset", "test", "--out", str(tmp_path), "--method", "mcts", "--budget", "1,2", "--per-bin", "1", "--tree-draws", "1")
+    assert result.returncode == 0, result.stderr
+    one = {(r["method"], r["budget"], r["difficulty"]): r for r in json.loads((tmp_path / "search" / "scaling.json").read_text())}
+    trees = [k for k in one if k[0] == "mcts"]
+    assert len(trees) == 8 and all(2 * by[k]["correct"][0] - one[k]["correct"][0] in (0, 1) for k in trees)
+    assert any(by[k]["tokens"] != one[k]["tokens"] for k in trees)  # the second draw sampled other steps
+    result = run("--preset", "test", "--out", str(tmp_path), "--method", "mcts", "--tree-draws", "0")
+    assert result.returncode == 1 and result.stderr.strip() == "error: --tree-draws 0: give at least 1"
 
 
 def test_grid_gives_the_phenomena_bins_more_problems(run_dir, tmp_path):

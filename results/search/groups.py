@@ -39,7 +39,7 @@ def estimates(setup, task, records, per_bin):
         problems = [parse_problem(r["problem"], task.p) for r in mine]
         prompts = [encode(prompt_text(r["problem"])) for r in mine]
         truth = [values(pr, task.p)[pr.query] for pr in problems]
-        greedy = [int(o.answer == t) for o, t in zip(search.run_greedy(setup, prompts, problems), truth)]
+        greedy = [int(o.answer == t) for o, t in zip(search.run_method(setup, "greedy", prompts, problems, 1), truth)]
         out["first"]["greedy@1"] += greedy
         out["mean"]["greedy@1"] += greedy
         for n, methods in search.run_sampled(setup, list(search.SAMPLED), prompts, problems, BUDGETS).items():

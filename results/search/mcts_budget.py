@@ -154,7 +154,7 @@ def bins_with_references(out, seed, which):
     for b, at, problems, prompts, truth in problem_bins(out, task, which):
         with torch.no_grad(), autocast(torch.device("cpu")):
             torch.manual_seed(seed * 1000 + b)
-            greedy = search.run_greedy(setup, prompts, problems)
+            greedy = search.run_method(setup, "greedy", prompts, problems, 1)
             yield (setup, b, problems, prompts, truth, greedy, *best_of_n(setup, which, at, prompts, problems, truth))
 
 
