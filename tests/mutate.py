@@ -60,6 +60,11 @@ MUTATIONS = [
     ("beam search not giving the kept steps the slots of the merged ones", "search.py",
      "for _ in range(n if b.parent is None else branching * slots[i] // len(problem))]",
      "for _ in range(n if b.parent is None else branching)]", "tests/test_search.py"),
+    ("the grid's tree rows from one draw, not the mean of --tree-draws", "search.py",
+     "for k in range(setup.args.tree_draws):", "for k in range(1):", "tests/test_search.py"),
+    ("several picks for one problem counted by the first alone", "search.py",
+     "outcomes[0].rate = sum(o.answer == truth for o in outcomes) / len(outcomes)",
+     "outcomes[0].rate = float(outcomes[0].answer == truth)", "tests/test_search.py"),
 ]
 
 

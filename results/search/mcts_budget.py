@@ -10,9 +10,10 @@ PRM-weighted vote of N samples (paired 95% intervals).
   problems "tune": the next 100 of each bin, which no committed number uses, against best-of-N
                    drawn here: choose settings there, then judge them on "grid".
 
-    OMP_NUM_THREADS=1 python results/search/mcts_budget.py out/tiny 0 tune base:8:1:4 c4:8:4:4
+    OMP_NUM_THREADS=1 python results/search/mcts_budget.py out/tiny 0 tune base:8:1:4 c4:8:4:4 r2:8:1:4:rollout=2
     (a variant is name:simulations per unit of N:c_puct:expand[:pw_c:pw_alpha], the last two for
-    progressive widening; writes results/search/runs/)
+    progressive widening, [:rollout=K] for a leaf valued by the PRM at the end of a K-step rollout;
+    writes results/search/runs/)
 """
 import copy
 import json
@@ -77,13 +78,13 @@ def widening_select(pw_c, pw_alpha):
     return select
 
 
-def run_mcts(setup, prompts, problems, greedy, sims, c_puct, expand):
+def run_mcts(setup, prompts, problems, greedy, sims, c_puct, expand, rollout_steps=0):
     """(most visited answers, tree-vote answers, generated tokens) per problem."""
     roots = [search.new_root(prompt) for prompt in prompts]
     for root, g in zip(roots, greedy):
         root.compute = copy.copy(g.compute)
     search.mcts(roots, setup.extend, setup.score, simulations=sims * N, width=min(expand, N), c_puct=c_puct,
-                token_budgets=[N * g.compute.generated_tokens for g in greedy], rollout_steps=0)
+                token_budgets=[N * g.compute.generated_tokens for g in greedy], rollout_steps=rollout_steps)
     voted = [tree_vote(root, pr, setup) for root, pr in zip(roots, problems)]
     best = [tree_best(root, pr, setup) for root, pr in zip(roots, problems)]
     leaves = setup.finish([search.most_visited_end(root) for root in roots])
@@ -192,10 +193,12 @@ def main(out, seed, which, variants):
             print(f"  seed {seed} d={b} {N} samples: {sum(c for c, _ in spread) / len(spread):.1f} distinct chains, "
                   f"{sum(a for _, a in spread) / len(spread):.2f} distinct answers per problem", flush=True)
         for v in variants:
-            name, sims, c_puct, expand, *pw = v.split(":")
+            name, sims, c_puct, expand, *pw = [f for f in v.split(":") if "=" not in f]
+            rollout = int(dict(f.split("=") for f in v.split(":") if "=" in f).get("rollout", 0))
             search.select_leaf = widening_select(*map(float, pw)) if pw else SELECT_LEAF
             torch.manual_seed(seed * 1000 + b + 1)
-            visited, voted, tokens, picked, best, distinct = run_mcts(setup, prompts, problems, greedy, int(sims), float(c_puct), int(expand))
+            visited, voted, tokens, picked, best, distinct = run_mcts(setup, prompts, problems, greedy, int(sims), float(c_puct),
+                                                                      int(expand), rollout)
             if which == "tune":
                 diagnose(f"seed {seed} d={b} {name}", truth, visited, picked, *bon)
                 print(f"  seed {seed} d={b} {name}: {sum(c for c, _ in distinct) / len(distinct):.1f} distinct finished chains, "
