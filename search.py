@@ -28,7 +28,8 @@ The grid answers the first --per-bin test problems of every bin with every metho
 (beam and MCTS up to --max-tree-budget), into DIR/search/scaling.json (per problem: outcome, tokens;
 report.py makes the tables), or DIR/search_NAME/ with --policy NAME. The sampled methods draw one pool
 of max(budgets) chains per problem, budget N judged on each disjoint group of N, and beam and MCTS run
---tree-draws times: a row is a mean per problem either way. pass@N (any of N right) is best-of-N's ceiling. PRM methods need DIR/prm/ckpt.pt, bon-orm DIR/prm/orm.pt (train_prm.py).
+--tree-draws times: a row is a mean per problem either way. pass@N (any of N right) is best-of-N's
+ceiling. PRM methods need DIR/prm/ckpt.pt, bon-orm DIR/prm/orm.pt (train_prm.py).
 
 --problems FILE: a problem per line (README's form, `#` a comment), an answer per line with its tokens; --show adds
 the chain of thought or the tree (PRM scores, visits, verifier marks). A line it cannot read: an error on stderr, `-`, exit 1.
@@ -454,7 +455,7 @@ def run_grid(setup, methods, budgets, records, task, per_bin):
             for k in range(setup.args.tree_draws):
                 torch.manual_seed(zlib.crc32(f"{setup.args.seed} {d} {method} {n}{f' draw {k}' if k else ''}".encode()))
                 draws.append(run_method(setup, method, prompts, problems, n, greedy))
-            add(method, n, d, [mean_of(list(o), t) for *o, t in zip(*draws, truth)], truth)
+            add(method, n, d, [mean_of(list(picks), t) for picks, t in zip(zip(*draws), truth)], truth)  # picks: a problem's, one a draw
     return rows
 
 
