@@ -26,10 +26,9 @@ greedy chain's tokens (counted in, as it sets the budget). The tables print what
 
 The grid answers the first --per-bin test problems of every bin with every method at every budget
 (beam and MCTS up to --max-tree-budget), into DIR/search/scaling.json (per problem: outcome, tokens;
-report.py makes the tables), or DIR/search_NAME/ with --policy NAME. The sampled methods draw one pool
-of max(budgets) chains per problem, budget N judged on each disjoint group of N, and beam and MCTS run
---tree-draws times: a row is a mean per problem either way. pass@N (any of N right) is best-of-N's
-ceiling. PRM methods need DIR/prm/ckpt.pt, bon-orm DIR/prm/orm.pt (train_prm.py).
+report.py makes the tables), or DIR/search_NAME/ with --policy NAME. A row is a mean per problem: over
+the disjoint groups of N in one pool of max(budgets) samples, or over --tree-draws runs of a tree search.
+pass@N (any of N right) is best-of-N's ceiling. PRM methods need DIR/prm/ckpt.pt, bon-orm DIR/prm/orm.pt.
 
 --problems FILE: a problem per line (README's form, `#` a comment), an answer per line with its tokens; --show adds
 the chain of thought or the tree (PRM scores, visits, verifier marks). A line it cannot read: an error on stderr, `-`, exit 1.
@@ -46,8 +45,8 @@ from functools import partial
 
 import torch
 
-from common import (PRESETS, UserError, autocast, parse, read_split, read_task, run_cli, bin_rates, phenomena_bins, setup_device,
-                    stage_parser, wilson, write_json)
+from common import (PRESETS, UserError, autocast, parse, read_split, read_task, run_cli, bin_rates, group_by_difficulty, phenomena_bins,
+                    setup_device, stage_parser, wilson, write_json)
 from data.task import EOT, PAD, STEP, ProblemError, difficulty, parse_problem, prompt_text, values
 from data.tokenizer import decode, encode, special_id
 from data.verify import verify
@@ -327,7 +326,7 @@ class Outcome:
     root: Node              # everything the method explored
     compute: Compute
     note: str = ""          # e.g. the votes
-    rate: float | None = None  # sampled methods: how many of the pool's disjoint groups of n picked the right answer
+    rate: float | None = None  # several picks (the pool's groups of n, a tree's draws): the fraction that picked right
 
 
 def answer_of(leaf, problem, p):
@@ -408,9 +407,8 @@ def run_method(setup, method, prompts, problems, n, greedy=None):
         greedy = greedy or run_method(setup, "greedy", prompts, problems, 1)
         for root, g in zip(roots, greedy):  # the greedy chain sets the budget, so it is paid for
             root.compute = copy.copy(g.compute)
-        budgets = [n * g.compute.generated_tokens for g in greedy]
-        mcts(roots, setup.extend, setup.score, simulations=8 * n, width=min(setup.args.expand, n),
-             c_puct=setup.args.c_puct, token_budgets=budgets, rollout_steps=setup.args.rollout_steps)
+        mcts(roots, setup.extend, setup.score, simulations=8 * n, width=min(setup.args.expand, n), c_puct=setup.args.c_puct,
+             token_budgets=[n * g.compute.generated_tokens for g in greedy], rollout_steps=setup.args.rollout_steps)
         leaves = setup.finish([most_visited_end(root) for root in roots])
     return [Outcome(answer_of(leaf, pr, setup.p), leaf, root, root.compute) for leaf, root, pr in zip(leaves, roots, problems)]
 
@@ -420,10 +418,7 @@ def run_method(setup, method, prompts, problems, n, greedy=None):
 def run_grid(setup, methods, budgets, records, task, per_bin):
     """per_bin: {difficulty: how many of its test problems}, the first ones of each bin."""
     from tqdm import tqdm
-    bins = defaultdict(list)
-    for r in records:
-        if len(bins[r["difficulty"]]) < per_bin.get(r["difficulty"], 0):
-            bins[r["difficulty"]].append(r)
+    bins = {d: [records[i] for i in ids[:per_bin[d]]] for d, ids in group_by_difficulty(records).items() if per_bin.get(d)}
     rows = []
 
     def add(method, n, d, outcomes, truth):
@@ -494,7 +489,7 @@ def answer_file(setup, method, path_, task, block_size, n, show_all):
     """Answers for the problems in a file; returns how many lines could not be read."""
     with open(path_) as f:
         lines = [(k, line.strip()) for k, line in enumerate(f, 1) if line.strip() and not line.lstrip().startswith("#")]
-    good, failed = [], set()
+    good = []
     for k, line in lines:
         try:
             problem = parse_problem(line, task.p)
@@ -507,11 +502,10 @@ def answer_file(setup, method, path_, task, block_size, n, show_all):
             good.append((k, problem, prompt))
         except ProblemError as e:
             print(f"{path_}:{k}: {e}", file=sys.stderr)
-            failed.add(k)
     outcomes = run_method(setup, method, [g[2] for g in good], [g[1] for g in good], n) if good else []
     by_line = {g[0]: (o, g[1]) for g, o in zip(good, outcomes)}
     for k, _ in lines:
-        if k in failed:
+        if k not in by_line:  # a line it could not read
             print("-")
             continue
         o, problem = by_line[k]
@@ -519,7 +513,7 @@ def answer_file(setup, method, path_, task, block_size, n, show_all):
         print(f"{o.answer if o.answer is not None else 'none'}\t({o.compute.generated_tokens:.0f} tokens of thought{scored})")
         if show_all:
             print("\n".join(show(o, problem, task.p, method)))
-    return len(failed)
+    return len(lines) - len(good)
 
 
 # ----------------------------------------------------------------------------- main
@@ -533,7 +527,7 @@ def budget_list(text):
 def parse_args(argv):
     parser = stage_parser(__doc__)
     parser.add_argument("--method", default="greedy", choices=METHODS + ("all",), help="search method, or all of them (default: greedy)")
-    parser.add_argument("--budget", default="1,4,16", help="compute budgets N, comma-separated (default: 1,4,16; --problems uses the largest)")
+    parser.add_argument("--budget", type=budget_list, default="1,4,16", help="compute budgets N, comma-separated (default: 1,4,16; --problems uses the largest)")
     parser.add_argument("--max-tree-budget", type=int, default=None, help="the grid runs beam and MCTS only at budgets up to this (default: all)")
     parser.add_argument("--tree-draws", type=int, help="the grid runs beam and MCTS this many times per problem, averaged (default: the preset's)")
     parser.add_argument("--policy", default="sft", help="which policy answers: DIR/NAME/ckpt.pt, e.g. sft, rl, sft_w48 (default: sft)")
@@ -555,7 +549,6 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    budgets = budget_list(args.budget)
     if args.tree_draws < 1:
         raise UserError(f"--tree-draws {args.tree_draws}: give at least 1")
     if args.problems and args.method == "all":
@@ -581,20 +574,20 @@ def main(argv=None):
 
     with torch.no_grad(), autocast(d.device):
         if args.problems:
-            if answer_file(setup, args.method, args.problems, task, policy.cfg.block_size, max(budgets), args.show):
+            if answer_file(setup, args.method, args.problems, task, policy.cfg.block_size, max(args.budget), args.show):
                 sys.exit(1)
             return
         start = time.time()
         grid = PRESETS[args.preset].search  # the phenomena bins get enough problems for a paired interval, the others fewer
         per_bin = {b: args.per_bin or (grid.grid_problems if b in phenomena_bins(task.max_train_d) else grid.grid_problems_other)
                    for b in range(1, task.max_eval_d + 1)}
-        rows = run_grid(setup, methods, budgets, read_split(args.out, "test"), task, per_bin)
+        rows = run_grid(setup, methods, args.budget, read_split(args.out, "test"), task, per_bin)
     out_dir = os.path.join(args.out, "search" if args.policy == "sft" else f"search_{args.policy}")  # every grid is kept
     write_json(os.path.join(out_dir, "scaling.json"), rows)
     greedy = bin_rates({r["difficulty"]: r["correct"] for r in rows if r["method"] == "greedy"})
     write_json(os.path.join(out_dir, "metrics.json"), {
         "stage": "search", "preset": args.preset, "device": str(d.device), "policy": args.policy, "methods": methods,
-        "budgets": budgets, "temperature": args.temperature, "confidence_weight": args.confidence_weight,
+        "budgets": args.budget, "temperature": args.temperature, "confidence_weight": args.confidence_weight,
         "tree_draws": args.tree_draws, "problems_per_bin": {str(b): n for b, n in per_bin.items()},
         "wall_time_s": time.time() - start, **greedy})
     for method, budget in dict.fromkeys((r["method"], r["budget"]) for r in rows):  # pooled over the bins; per bin: report.py
