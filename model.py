@@ -238,15 +238,17 @@ def sample_next(logits, temperature, top_k, generator=None):
 def generate(model, prompts, max_new_tokens, pad_id, stop_ids=(), temperature=0.0, top_k=None, generator=None,
              drop_finished=True):
     """Continue each prompt (a list of token ids) until it emits a token of stop_ids or has
-    max_new_tokens new tokens. Prompts are left-padded into one batch and decoded together with
-    a KV cache. Returns, per prompt, the new tokens (the stop token included) and their
-    log-probabilities (see sample_next). drop_finished: once half the batch has stopped, the rest
-    go on in a smaller batch (results/bench_sampling.py: whole chains about 2x faster)."""
+    max_new_tokens new tokens, or fills the model's block_size. Prompts are left-padded into one
+    batch and decoded together with a KV cache. Returns, per prompt, the new tokens (the stop token
+    included) and their log-probabilities (see sample_next). drop_finished: once half the batch has
+    stopped, the rest go on in a smaller batch (results/bench_sampling.py: whole chains about 2x faster)."""
     B, device = len(prompts), model.wte.weight.device
     T0 = max(len(p) for p in prompts)
-    max_new_tokens = min(max_new_tokens, model.cfg.block_size - T0)
-    if max_new_tokens <= 0:
+    # each prompt's own room: a short prompt batched with a long one may still fill the block
+    rooms = [min(max_new_tokens, model.cfg.block_size - len(p)) for p in prompts]
+    if min(rooms) <= 0:
         raise ValueError(f"a prompt of {T0} tokens leaves no room in block_size {model.cfg.block_size}")
+    room, max_new_tokens = torch.tensor(rooms, device=device), max(rooms)
     idx = torch.full((B, T0), pad_id, dtype=torch.long, device=device)
     real = torch.zeros(B, T0 + max_new_tokens, dtype=torch.bool, device=device)  # which cache slots hold real tokens
     for i, p in enumerate(prompts):
@@ -269,19 +271,20 @@ def generate(model, prompts, max_new_tokens, pad_id, stop_ids=(), temperature=0.
         token, logprob = sample_next(logits, temperature, top_k, generator)
         token = token.masked_fill(done, pad_id)
         tokens[rows, t], logprobs[rows, t] = token, logprob
-        done |= torch.isin(token, stop)
+        done |= torch.isin(token, stop) | (t + 1 >= room)
         if bool(done.all()) or t == max_new_tokens - 1:
             break
         if drop_finished and 2 * int(done.sum()) >= len(done):  # half the batch has stopped: decode the rest only
             keep = (~done).nonzero().squeeze(1)
-            rows, done, real, lengths, token = rows[keep], done[keep], real[keep], lengths[keep], token[keep]
+            rows, done, real, lengths, token, room = rows[keep], done[keep], real[keep], lengths[keep], token[keep], room[keep]
             cache.keep(keep)
         mask = real[:, None, None, :T0 + t + 1] if padded else None  # a new token sees every real one
-        logits = model(token[:, None], positions=(lengths + t)[:, None], mask=mask, kv_cache=cache)[:, -1]
+        position = (lengths + t).clamp(max=model.cfg.block_size - 1)  # a row at its room's end is done: any position
+        logits = model(token[:, None], positions=position[:, None], mask=mask, kv_cache=cache)[:, -1]
     tokens, logprobs = tokens[:, :t + 1].tolist(), logprobs[:, :t + 1].tolist()
     out_tokens, out_logprobs = [], []
-    for row, lp in zip(tokens, logprobs):
-        n = next((i + 1 for i, tok in enumerate(row) if tok in stop_ids), len(row))
+    for row, lp, limit in zip(tokens, logprobs, rooms):
+        n = next((i + 1 for i, tok in enumerate(row[:limit]) if tok in stop_ids), min(limit, len(row)))
         out_tokens.append(row[:n])
         out_logprobs.append(lp[:n])
     return out_tokens, out_logprobs

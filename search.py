@@ -45,7 +45,7 @@ from functools import partial
 
 import torch
 
-from common import (PRESETS, UserError, autocast, parse, read_split, read_task, run_cli, bin_rates, group_by_difficulty, phenomena_bins,
+from common import (PRESETS, UserError, autocast, count, parse, read_split, read_task, run_cli, bin_rates, group_by_difficulty, phenomena_bins,
                     setup_device, stage_parser, wilson, write_json)
 from data.task import EOT, PAD, STEP, ProblemError, difficulty, parse_problem, prompt_text, values
 from data.tokenizer import decode, encode, special_id
@@ -458,7 +458,8 @@ def run_grid(setup, methods, budgets, records, task, per_bin):
 
 def verifier_mark(node, problem, p):
     """ok / bad for a step by the exact verifier (the answer step: the answer is right)."""
-    text, v = chain_text(node), verify(problem, chain_text(node), p)
+    text = chain_text(node)
+    v = verify(problem, text, p)
     if text.endswith(EOT):
         return "ok " if v.answer_correct else "bad"
     return ("ok " if v.step_correct[-1] else "bad") if text.endswith(STEP) and v.step_correct else "   "
@@ -528,29 +529,27 @@ def parse_args(argv):
     parser = stage_parser(__doc__)
     parser.add_argument("--method", default="greedy", choices=METHODS + ("all",), help="search method, or all of them (default: greedy)")
     parser.add_argument("--budget", type=budget_list, default="1,4,16", help="compute budgets N, comma-separated (default: 1,4,16; --problems uses the largest)")
-    parser.add_argument("--max-tree-budget", type=int, default=None, help="the grid runs beam and MCTS only at budgets up to this (default: all)")
-    parser.add_argument("--tree-draws", type=int, help="the grid runs beam and MCTS this many times per problem, averaged (default: the preset's)")
+    parser.add_argument("--max-tree-budget", type=count(), default=None, help="the grid runs beam and MCTS only at budgets up to this (default: all)")
+    parser.add_argument("--tree-draws", type=count(), help="the grid runs beam and MCTS this many times per problem, averaged (default: the preset's)")
     parser.add_argument("--policy", default="sft", help="which policy answers: DIR/NAME/ckpt.pt, e.g. sft, rl, sft_w48 (default: sft)")
     parser.add_argument("--problems", metavar="FILE", help="answer the problems in FILE instead of running the grid")
     parser.add_argument("--show", action="store_true", help="print each chain of thought, or the tree for beam and mcts")
-    parser.add_argument("--per-bin", type=int, default=None, help="test problems in every difficulty bin of the grid (default: the "
+    parser.add_argument("--per-bin", type=count(), default=None, help="test problems in every difficulty bin of the grid (default: the "
                         "preset's search.grid_problems in the phenomena bins, search.grid_problems_other elsewhere)")
     parser.add_argument("--temperature", type=float, help="sampling temperature of every method but greedy (default: the preset's)")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens only (default: all)")
+    parser.add_argument("--top-k", type=count(), default=None, help="sample among the k likeliest tokens only (default: all)")
     parser.add_argument("--aggregate", choices=["min", "prod", "last"], help="best-of-N: a chain's PRM score from its steps' (default: the preset's)")
     parser.add_argument("--confidence-weight", type=float, help="best-of-N by the PRM or the ORM: rank by the reward model's log-odds "
                         "+ this x the policy's lowest token log-probability (default: the preset's, 0: by the reward model alone)")
-    parser.add_argument("--beam-width", type=int, default=None, help="beams kept per round (default: N/4, at least 1)")
-    parser.add_argument("--expand", type=int, help="MCTS: steps sampled per expansion, at most N (default: the preset's)")
+    parser.add_argument("--beam-width", type=count(), default=None, help="beams kept per round (default: N/4, at least 1)")
+    parser.add_argument("--expand", type=count(), help="MCTS: steps sampled per expansion, at most N (default: the preset's)")
     parser.add_argument("--c-puct", type=float, help="MCTS: exploration constant of PUCT (default: the preset's)")
-    parser.add_argument("--rollout-steps", type=int, help="MCTS: value a leaf by a rollout of this many steps (default: the preset's, 0: the PRM's score)")
+    parser.add_argument("--rollout-steps", type=count(0), help="MCTS: value a leaf by a rollout of this many steps (default: the preset's, 0: the PRM's score)")
     return parse(parser, argv, lambda preset, args: preset.search)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.tree_draws < 1:
-        raise UserError(f"--tree-draws {args.tree_draws}: give at least 1")
     if args.problems and args.method == "all":
         raise UserError("--problems answers with one method: choose one with --method")
     if args.problems and not os.path.exists(args.problems):

@@ -142,6 +142,15 @@ def test_top_k_one_is_greedy_and_samples_stay_in_the_top_k():
     assert torch.allclose(logprob, torch.log_softmax(logits / 0.7, -1).gather(-1, token[:, None]).squeeze(-1))
 
 
+def test_each_prompt_gets_its_own_room_in_the_context():
+    m = tiny_model()  # block_size 64
+    short, long = [3, 4, 5], [7] * 60
+    alone, _ = generate(m, [short], 100, PAD)
+    together, logprobs = generate(m, [long, short], 100, PAD)
+    assert len(alone[0]) == 61 and together[1] == alone[0]  # the long prompt does not cut the short one off
+    assert len(together[0]) == 4 and len(logprobs[0]) == 4  # and the long one stops where the block ends
+
+
 def test_generation_refuses_a_prompt_longer_than_the_context():
     with pytest.raises(ValueError, match="block_size"):
         generate(tiny_model(), [[1] * 64], 5, PAD)
