@@ -376,7 +376,8 @@ def claim(name, label_a, a, label_b, b, note="", holds=False):
 
 
 def judge(out, max_train_d):
-    """Every phenomenon's claim from the run directory's JSON files."""
+    """Every phenomenon's claim from the run directory's JSON files: the same list, in the same order,
+    for every run (a claim a run cannot make reads *not run*), so that seeds line up row by row."""
     bins = phenomena_bins(max_train_d)
     grid = load(out, "search", "scaling.json") or []
     n = common_budget(grid) or "N"  # every method ran at this budget
@@ -392,17 +393,20 @@ def judge(out, max_train_d):
         claim("a trained verifier beats the policy's own confidence", f"PRM best-of-{n}", at("bon-prm"),
               f"confidence best-of-{n}", at("bon-confidence")),
     ]
-    if top != n:  # best-of-N beyond the common budget: does selection keep paying, or over-optimise (Gao et al.)?
-        claims += [
-            claim("accuracy keeps rising with test-time compute", f"PRM-weighted vote of {top}", at("prm-vote", top),
-                  f"PRM-weighted vote of {n}", at("prm-vote")),
-            claim("process reward beats outcome reward", f"PRM best-of-{top}", at("bon-prm", top), f"ORM best-of-{top}", at("bon-orm", top)),
-            claim("PRM best-of-N holds as N grows", f"PRM best-of-{top}", at("bon-prm", top), f"PRM best-of-{n}", at("bon-prm"),
-                  note=f"PRM best-of-{top} against best-of-{n}: within noise means it holds; not shown, that it falls",
-                  holds=True),
-            claim("more samples over-optimise the ORM (Gao et al.)", f"ORM best-of-{n}", at("bon-orm"), f"ORM best-of-{top}",
-                  at("bon-orm", top)),
-        ]
+    # best-of-N beyond the common budget: does selection keep paying, or over-optimise (Gao et al.)?
+    beyond = top != n
+    top = top if beyond else "more"
+    up = lambda method: at(method, top) if beyond else None  # noqa: E731  (not run: no budget beyond n)
+    claims += [
+        claim("accuracy keeps rising with test-time compute", f"PRM-weighted vote of {top}", up("prm-vote"),
+              f"PRM-weighted vote of {n}", at("prm-vote")),
+        claim("process reward beats outcome reward", f"PRM best-of-{top}", up("bon-prm"), f"ORM best-of-{top}", up("bon-orm")),
+        claim("PRM best-of-N holds as N grows", f"PRM best-of-{top}", up("bon-prm"), f"PRM best-of-{n}", at("bon-prm"),
+              note=f"PRM best-of-{top} against best-of-{n}: within noise means it holds; not shown, that it falls" * beyond,
+              holds=True),
+        claim("more samples over-optimise the ORM (Gao et al.)", f"ORM best-of-{n}", at("bon-orm"), f"ORM best-of-{top}",
+              up("bon-orm")),
+    ]
     for method in ("beam", "mcts"):
         tokens = {m: mean_tokens(grid, m, n, bins) for m in (method, "bon-prm")}
         note = f"{method} at N={n} generated {tokens[method]:.0f} tokens per problem, PRM best-of-{n} {tokens['bon-prm']:.0f}" \
@@ -499,8 +503,9 @@ def verdict_section(out, max_train_d):
     rows = []
     for i, c in enumerate(judged[0][1]):
         mine = [claims[i] for _, claims in judged]
-        cells = [f"{m['accuracy_a']:.3f} - {m['accuracy_b']:.3f} = {change(m['difference'], *m['interval'])}, {m['problems']}"
-                 if "difference" in m else "-" for m in mine]
+        cells = [(f"{m['a']} - {m['b']}: " if (m["a"], m["b"]) != (c["a"], c["b"]) else "")  # another N on this seed: say so
+                 + (f"{m['accuracy_a']:.3f} - {m['accuracy_b']:.3f} = {change(m['difference'], *m['interval'])}, {m['problems']}"
+                    if "difference" in m else "-") for m in mine]
         verdicts = [m["verdict"] for m in mine]
         rows.append([c["phenomenon"], c["a"], c["b"]] + cells + [f"*{v}*" for v in verdicts]
                     + ([f"**{both(verdicts, c.get('holds'))}**"] if len(judged) > 1 else []))

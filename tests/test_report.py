@@ -157,6 +157,11 @@ def test_the_verdicts_compare_at_the_largest_budget_every_method_ran_and_judge_b
     assert claims["accuracy keeps rising with test-time compute", "PRM-weighted vote of 64"]["difference"] == 0.5
     assert claims["more samples over-optimise the ORM (Gao et al.)", "ORM best-of-16"]["verdict"] == "shown"
     assert claims["step-level search beats best-of-N at matched tokens", "mcts at N=16"]["problems"] == 20
+    # a seed whose grid stopped at 16 makes the same claims in the same order (those beyond 16 not run): rows line up
+    write(str(tmp_path / "short" / "search" / "scaling.json"), [r for r in grid if r["budget"] <= 16])
+    short = report.judge(str(tmp_path / "short"), max_train_d=3)
+    assert [c["phenomenon"] for c in short] == [c["phenomenon"] for c in report.judge(str(tmp_path), max_train_d=3)]
+    assert [c["verdict"] for c in short if c["a"] == "PRM best-of-more"] == ["not run", "not run"]
 
 
 def test_a_claim_that_a_holds_against_b_holds_over_seeds_unless_a_seed_shows_it_falling():
