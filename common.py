@@ -159,6 +159,20 @@ class Parser(argparse.ArgumentParser):
         sys.exit(f"{self.prog}: error: {message}")
 
 
+def count(lowest=1):
+    """An argparse type for a flag that counts (steps, problems, a batch): an integer of at least
+    `lowest`, so that --steps -1 or --micro-batch 0 is one line at once, not a traceback later."""
+    def integer(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"{value}: give at least {lowest}")
+        return value
+    return integer
+
+
 def stage_parser(description):
     """The flags every stage takes (DESIGN section 5)."""
     parser = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)

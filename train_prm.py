@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (PRESETS, UserError, auroc, auroc_difference, autocast, flops, group_by_difficulty, lr_at, make_optimizer,
+from common import (PRESETS, UserError, auroc, auroc_difference, autocast, count, flops, group_by_difficulty, lr_at, make_optimizer,
                     parse, read_split, read_task, run_cli, sample_and_verify, setup_device, stage_parser, teardown, write_json)
 from data.task import BACK, EOT, PAD, STEP, Problem, parse_problem, prompt_text, step_text, values
 from data.tokenizer import decode, encode, special_id
@@ -415,15 +415,15 @@ def parse_args(argv):
     parser = stage_parser(__doc__)
     parser.add_argument("--labels", default="oracle", choices=["oracle", "mc-hard", "mc-soft"],
                         help="what the PRM learns from: the verifier, or Monte Carlo rollouts (default: oracle)")
-    parser.add_argument("--problems", type=int, help="training problems, one solution sampled to each (default: the preset's)")
-    parser.add_argument("--rollouts", type=int, help="M, rollouts per step for Monte Carlo labels (default: the preset's)")
-    parser.add_argument("--agreement-samples", type=int, help="solutions whose steps measure Monte Carlo vs oracle")
-    parser.add_argument("--steps", type=int, help="optimizer steps for the PRM and for the ORM (default: the preset's)")
+    parser.add_argument("--problems", type=count(), help="training problems, one solution sampled to each (default: the preset's)")
+    parser.add_argument("--rollouts", type=count(), help="M, rollouts per step for Monte Carlo labels (default: the preset's)")
+    parser.add_argument("--agreement-samples", type=count(0), help="solutions whose steps measure Monte Carlo vs oracle")
+    parser.add_argument("--steps", type=count(), help="optimizer steps for the PRM and for the ORM (default: the preset's)")
     parser.add_argument("--lr", type=float, help="peak AdamW learning rate, embeddings, gains, the head (default: the preset's)")
     parser.add_argument("--muon-lr", type=float, help="peak Muon learning rate, the blocks' matrices (default: the preset's)")
     parser.add_argument("--lm-weight", type=float, help="weight of the next-token loss on right tokens kept beside the reward "
                         "loss, for the PRM and the ORM (0: none; default: the preset's)")
-    parser.add_argument("--eval-problems", type=int, help="test problems per difficulty bin (default: the preset's)")
+    parser.add_argument("--eval-problems", type=count(), help="test problems per difficulty bin (default: the preset's)")
     parser.add_argument("--only", choices=["prm", "orm", "evaluate"], help="one part, so that two processes can share the "
                         "work: train the PRM, or the ORM (each on its own draw of the same solutions), or judge the two "
                         "already trained (default: all three)")

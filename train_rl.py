@@ -41,7 +41,7 @@ from types import SimpleNamespace
 import torch
 from tqdm import tqdm
 
-from common import (PRESETS, UserError, autocast, evaluate_policy, flops, paired_difference, parse, read_split, read_task,
+from common import (PRESETS, UserError, autocast, count, evaluate_policy, flops, paired_difference, parse, read_split, read_task,
                     run_cli, sample_and_verify, setup_device, stage_parser, write_json)
 from data.task import PAD, parse_problem, prompt_text, sample_split
 from data.tokenizer import encode, special_id
@@ -337,22 +337,22 @@ def parse_args(argv=None):
     parser.add_argument("--algo", default="ppo", choices=("ppo", "grpo"), help="PPO with a critic, or GRPO (default: ppo)")
     parser.add_argument("--reward", default="outcome", choices=("outcome", "process", "both"),
                         help="verifier outcome, PRM step scores, or both (default: outcome)")
-    parser.add_argument("--iterations", type=int, help="policy updates, each on fresh rollouts (default: the preset's)")
-    parser.add_argument("--rollouts", type=int, help="solutions sampled per iteration (default: the preset's)")
-    parser.add_argument("--minibatch", type=int, help="solutions per gradient step (default: the preset's)")
+    parser.add_argument("--iterations", type=count(), help="policy updates, each on fresh rollouts (default: the preset's)")
+    parser.add_argument("--rollouts", type=count(), help="solutions sampled per iteration (default: the preset's)")
+    parser.add_argument("--minibatch", type=count(), help="solutions per gradient step (default: the preset's)")
     parser.add_argument("--lr", type=float, help="policy learning rate (default: the preset's)")
     parser.add_argument("--critic-lr", type=float, help="value model learning rate (default: 10x the policy's)")
-    parser.add_argument("--epochs", type=int, help="passes over each iteration's rollouts (default: the preset's)")
-    parser.add_argument("--group-size", type=int, help="GRPO: samples per problem (default: the preset's)")
+    parser.add_argument("--epochs", type=count(), help="passes over each iteration's rollouts (default: the preset's)")
+    parser.add_argument("--group-size", type=count(), help="GRPO: samples per problem (default: the preset's)")
     parser.add_argument("--temperature", type=float, help="sampling temperature (default: the preset's)")
     parser.add_argument("--kl-coef", type=float, help="beta, weight of the KL to the SFT policy (default: the preset's)")
     parser.add_argument("--lam", type=float, help="GAE lambda; gamma is 1 (default: the preset's)")
     parser.add_argument("--clip", type=float, help="PPO clip epsilon (default: the preset's)")
     parser.add_argument("--value-clip", type=float, help="value loss clip (default: the preset's)")
     parser.add_argument("--max-grad-norm", type=float, help="gradient clipping (default: the preset's)")
-    parser.add_argument("--critic-warmup", type=int, help="PPO: critic-only iterations first (default: the preset's)")
+    parser.add_argument("--critic-warmup", type=count(0), help="PPO: critic-only iterations first (default: the preset's)")
     parser.add_argument("--unfinished-penalty", type=float, help="subtracted from a solution with no end-of-text (default: the preset's)")
-    parser.add_argument("--eval-every", type=int, help="iterations between validations and checkpoints (default: the preset's)")
+    parser.add_argument("--eval-every", type=count(), help="iterations between validations and checkpoints (default: the preset's)")
     parser.add_argument("--policy", default="sft", help="the SFT stage RL starts from: DIR/sft, or another such as "
                         "DIR/sft_w48 (default: sft); writes DIR/rl, or DIR/rl_NAME for another")
     parser.add_argument("--train-d", type=lambda s: [int(x) for x in s.split(",")],

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from common import (PRESETS, UserError, accuracy_table, autocast, encode_examples, evaluate_policy, flops, lr_at,
+from common import (PRESETS, UserError, accuracy_table, autocast, count, encode_examples, evaluate_policy, flops, lr_at,
                     make_batch, make_optimizer, parse, read_split, read_task, run_cli, setup_device, stage_parser, teardown,
                     write_json)
 from model import GPT, load_checkpoint, save_checkpoint
@@ -39,14 +39,14 @@ def batch_indices(seed, step, n_examples, batch_size):
 
 def parse_args(argv):
     parser = stage_parser(__doc__)
-    parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's sft.steps, or sft.sweep_steps with --width)")
-    parser.add_argument("--batch-size", type=int, help="sequences per step over all processes (default: the preset's)")
-    parser.add_argument("--micro-batch", type=int, help="sequences per forward pass (default: the preset's)")
+    parser.add_argument("--steps", type=count(), help="optimizer steps (default: the preset's sft.steps, or sft.sweep_steps with --width)")
+    parser.add_argument("--batch-size", type=count(), help="sequences per step over all processes (default: the preset's)")
+    parser.add_argument("--micro-batch", type=count(), help="sequences per forward pass (default: the preset's)")
     parser.add_argument("--lr", type=float, help="peak AdamW learning rate, embeddings and gains (default: the preset's)")
     parser.add_argument("--muon-lr", type=float, help="peak Muon learning rate, the blocks' matrices (default: the preset's)")
-    parser.add_argument("--warmup", type=int, help="steps of linear learning-rate warm-up (default: the preset's)")
-    parser.add_argument("--eval-every", type=int, help="steps between evaluations and checkpoints (default: the preset's)")
-    parser.add_argument("--width", type=int, help="model width (n_embd), the size knob of the scaling sweep (default: the "
+    parser.add_argument("--warmup", type=count(0), help="steps of linear learning-rate warm-up (default: the preset's)")
+    parser.add_argument("--eval-every", type=count(), help="steps between evaluations and checkpoints (default: the preset's)")
+    parser.add_argument("--width", type=count(), help="model width (n_embd), the size knob of the scaling sweep (default: the "
                         "preset's); another width than the preset's writes DIR/sft_wWIDTH instead of DIR/sft")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/sft/ckpt.pt (DIR/sft_wWIDTH/ with --width)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model for training")

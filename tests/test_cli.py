@@ -59,3 +59,14 @@ def test_malformed_problem_line_is_named_and_the_rest_are_answered(trained, tmp_
     assert_one_line_error(result, "problems.txt:3", "cannot read assignment")
     answers = [line for line in result.stdout.splitlines() if not line.startswith("    ")]
     assert len(answers) == 3 and answers[1] == "-" and "tokens of thought" in answers[0]
+
+
+@pytest.mark.parametrize("script, flag", [("train_sft", "--micro-batch"), ("train_sft", "--width"), ("train_prm", "--problems"),
+                                          ("train_rl", "--group-size"), ("search", "--expand"), ("search", "--per-bin")])
+def test_a_count_flag_below_one_is_refused_before_anything_runs(script, flag):
+    main = __import__(script).main
+    for value in ("0", "-1"):
+        with pytest.raises(SystemExit, match=f"argument {flag}: {value}: give at least 1"):
+            main(["--preset", "test", flag, value])
+    with pytest.raises(SystemExit, match=f"argument {flag}: 'two' is not an integer"):
+        main(["--preset", "test", flag, "two"])

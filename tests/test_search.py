@@ -390,7 +390,7 @@ def test_grid_writes_rows_for_every_method_budget_and_bin(run_dir, tmp_path):
     assert len(trees) == 8 and all(2 * by[k]["correct"][0] - one[k]["correct"][0] in (0, 1) for k in trees)
     assert any(by[k]["tokens"] != one[k]["tokens"] for k in trees), "a tree row is one draw's: are --tree-draws averaged?"
     result = run("--preset", "test", "--out", str(tmp_path), "--method", "mcts", "--tree-draws", "0")
-    assert result.returncode == 1 and result.stderr.strip() == "error: --tree-draws 0: give at least 1"
+    assert result.returncode == 1 and result.stderr.strip() == "search.py: error: argument --tree-draws: 0: give at least 1"
 
 
 def test_grid_gives_the_phenomena_bins_more_problems(run_dir, tmp_path):
