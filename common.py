@@ -198,14 +198,15 @@ def parse(parser, argv, section=None):
     return args
 
 
-def run_cli(main):
-    """Run a script's main; errors a user can cause become one line on stderr and exit code 1."""
+def run_cli(main, resumable=False):
+    """Run a script's main; errors a user can cause become one line on stderr and exit code 1.
+    resumable: the script takes --resume, which a user who interrupted it is told of."""
     try:
         main()
     except (UserError, CheckpointError, ProblemError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
-        sys.exit("interrupted: run again with --resume to continue from the last checkpoint")
+        sys.exit("interrupted: run again with --resume to continue from the last checkpoint" if resumable else "interrupted")
 
 
 # ----------------------------------------------------------------------------- device, DDP
@@ -223,9 +224,16 @@ class Dist:
 
 def setup_device(device=None):
     """Plain python: one process. Under torchrun: DDP, nccl on GPUs, gloo on CPU."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise UserError(f"--device {device}: not a device; give cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {device}: this code runs on cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but this torch sees no GPU")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
     if "RANK" not in os.environ:
         return Dist(device=device)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -301,6 +309,15 @@ class Muon(torch.optim.Optimizer):
                     m.lerp_(g, 1 - b1)
                     v.lerp_(g * g, 1 - b2)
                     p.addcdiv_(m / (1 - b1 ** t), (v / (1 - b2 ** t)).sqrt() + group["eps"], value=-lr)
+
+
+def load_optimizer(optimizer, state):
+    """An optimizer's saved state (moments, step counts) for --resume, keeping the learning rates of
+    this run's flags: load_state_dict alone would bring back the saved ones unannounced."""
+    rates = [{k: group[k] for k in ("lr", "peak_lr") if k in group} for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, rate in zip(optimizer.param_groups, rates):
+        group.update(rate)
 
 
 def make_optimizer(model, lr, muon_lr):

@@ -182,13 +182,15 @@ class GPT(nn.Module):
     def forward(self, idx, head="lm", positions=None, mask=None, kv_cache=None):
         """idx (B, T) token ids -> logits (B, T, vocab) for head="lm", scores (B, T) for
         head="scalar", or both, (logits, scores), for head="both" (a reward model that keeps its
-        policy's next-token loss, train_prm.py). positions (B, T) default to 0..T-1; mask and
+        policy's next-token loss, train_prm.py). positions (B, T) default to 0..T-1, after what a
+        kv_cache holds (generate passes them: its left padding takes no positions); mask and
         kv_cache are for generation."""
         B, T = idx.shape
         if positions is None:
-            if T > self.cfg.block_size:
-                raise ValueError(f"a sequence of {T} tokens is longer than the model's block_size {self.cfg.block_size}")
-            positions = torch.arange(T, device=idx.device).expand(B, T)
+            start = kv_cache.length if kv_cache is not None else 0
+            if start + T > self.cfg.block_size:
+                raise ValueError(f"a sequence of {start + T} tokens is longer than the model's block_size {self.cfg.block_size}")
+            positions = torch.arange(start, start + T, device=idx.device).expand(B, T)
         cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)  # (B, 1, T, D/2)
         before = torch.full_like(idx[:, :1], self.pad_id).expand(B, SHIFT)  # the tokens before idx: none,
         if kv_cache is not None and kv_cache.last is not None:                # or the ones the cache has seen

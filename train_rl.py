@@ -41,7 +41,7 @@ from types import SimpleNamespace
 import torch
 from tqdm import tqdm
 
-from common import (PRESETS, UserError, autocast, count, evaluate_policy, flops, paired_difference, parse, read_split, read_task,
+from common import (PRESETS, UserError, autocast, count, evaluate_policy, load_optimizer, flops, paired_difference, parse, read_split, read_task,
                     run_cli, sample_and_verify, setup_device, stage_parser, write_json)
 from data.task import PAD, parse_problem, prompt_text, sample_split
 from data.tokenizer import encode, special_id
@@ -362,6 +362,8 @@ def parse_args(argv=None):
     args.critic_lr = 10 * args.lr if args.critic_lr is None else args.critic_lr
     if args.algo == "grpo" and args.rollouts % args.group_size:
         parser.error(f"--rollouts {args.rollouts} must be a multiple of --group-size {args.group_size}")
+    if args.temperature <= 0:  # the policy gradient needs a distribution to sample from, not greedy decoding
+        parser.error(f"--temperature {args.temperature}: RL samples its rollouts, give a temperature above 0")
     return args
 
 
@@ -392,6 +394,8 @@ def start_or_resume(args, m, ckpt_path, task, val, device):
     """Iteration, training log, validation log, training mix: from the checkpoint with --resume,
     else fresh, with the training mix measured and the SFT policy validated (iteration 0)."""
     if not args.resume:
+        if os.path.exists(ckpt_path):  # an earlier run's: never to be taken for this run's last good checkpoint
+            os.remove(ckpt_path)
         mix, mix_accuracy = training_mix(m.reference, task, device, max(1, PRESETS[args.preset].eval_problems // 2), args.seed)
         mix = {d: 1 / len(args.train_d) for d in args.train_d} if args.train_d else mix
         return 0, [], [{"iteration": 0, "accuracy": evaluate_policy(m.reference, val, task, device)["accuracy"]}], mix, mix_accuracy
@@ -400,10 +404,10 @@ def start_or_resume(args, m, ckpt_path, task, val, device):
         raise UserError(f"{ckpt_path} is a --algo {ckpt['algo']} --reward {ckpt['reward']} run: resume it with those flags")
     m.best.load_state_dict(ckpt["model"])
     m.policy.load_state_dict(ckpt["policy"])
-    m.policy_optimizer.load_state_dict(ckpt["policy_optimizer"])
+    load_optimizer(m.policy_optimizer, ckpt["policy_optimizer"])
     if m.critic is not None:
         m.critic.load_state_dict(ckpt["critic"])
-        m.critic_optimizer.load_state_dict(ckpt["critic_optimizer"])
+        load_optimizer(m.critic_optimizer, ckpt["critic_optimizer"])
     print(f"rl: resuming from iteration {ckpt['step']}")
     return ckpt["step"], ckpt["history"], ckpt["val_log"], ckpt["difficulties"], ckpt["mix_accuracy"]
 
@@ -539,4 +543,4 @@ def comparison_table(before, after, train_max_d):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, resumable=True)

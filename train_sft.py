@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from common import (PRESETS, UserError, accuracy_table, autocast, count, encode_examples, evaluate_policy, flops, lr_at,
+from common import (PRESETS, UserError, accuracy_table, autocast, count, encode_examples, load_optimizer, evaluate_policy, flops, lr_at,
                     make_batch, make_optimizer, parse, read_split, read_task, run_cli, setup_device, stage_parser, teardown,
                     write_json)
 from model import GPT, load_checkpoint, save_checkpoint
@@ -101,9 +101,10 @@ def main(argv=None, stop_after=None):
     if task != preset.task:
         raise UserError(f"{args.out}/data was prepared for another preset: run data/prepare.py --preset {args.preset} --out {args.out}")
     d = setup_device(args.device)
-    accum, rest = divmod(args.batch_size, args.micro_batch * d.world)
-    if accum == 0 or rest:
-        raise UserError(f"--batch-size {args.batch_size} must be a multiple of micro-batch {args.micro_batch} x {d.world} processes")
+    per_rank = args.batch_size // d.world
+    args.micro_batch = min(args.micro_batch, per_rank)  # each process's share may be smaller than one micro-batch
+    if per_rank == 0 or args.batch_size % d.world or per_rank % args.micro_batch:
+        raise UserError(f"--batch-size {args.batch_size} must split into {d.world} processes x micro-batches of {args.micro_batch}")
     train = encode_examples(read_split(args.out, "train"))
     val, test = read_split(args.out, "val")[:preset.eval_problems], read_split(args.out, "test")
 
@@ -117,7 +118,7 @@ def main(argv=None, stop_after=None):
     if args.resume:
         ckpt = load_checkpoint(ckpt_path, expect_config=model.cfg)  # a missing one is an error: say so
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer(optimizer, ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng"])
         start, history = ckpt["step"], ckpt["loss_history"]
         if d.master:
@@ -178,4 +179,4 @@ def write_metrics(args, model, train, test, task, d, history, tokens_per_second,
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, resumable=True)

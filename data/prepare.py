@@ -40,6 +40,8 @@ def main(argv=None):
                         help="write each training step wrong first, then <|back|> and the right step, "
                              "with this probability (default 0: off)")
     args = parse(parser, argv)
+    if not 0 <= args.self_correct <= 1:
+        parser.error(f"--self-correct {args.self_correct}: a probability, give a number from 0 to 1")
     preset, t0 = PRESETS[args.preset], time.time()
     task = preset.task
     train_range = list(range(1, task.max_train_d + 1))

@@ -143,7 +143,7 @@ def prompt_text(line):
     return line + "\n"
 
 
-_ASSIGN = re.compile(r"([a-z])\s*=\s*(?:(\d+)|([a-z]|\d+)\s*([-+*])\s*([a-z]|\d+))")  # spaces optional: a=7, d = a*c
+_ASSIGN = re.compile(r"([a-z])\s*=\s*(?:([0-9]+)|([a-z]|[0-9]+)\s*([-+*])\s*([a-z]|[0-9]+))")  # spaces optional: a=7, d = a*c
 
 
 def parse_problem(line, p):
@@ -161,10 +161,10 @@ def parse_problem(line, p):
         if var in seen:
             raise ProblemError(f"variable {var} is assigned twice")
         seen.add(var)
-        args = (int(const),) if const is not None else tuple(int(t) if t.isdigit() else t for t in (x, y))
-        if any(isinstance(v, int) and v >= p for v in args):
+        args = (const,) if const is not None else (x, y)
+        if any(t.isdigit() and (len(t) > 9 or int(t) >= p) for t in args):
             raise ProblemError(f"in {part!r}: numbers must be below the modulus {p}")
-        assignments.append(Assignment(var, op, args))
+        assignments.append(Assignment(var, op, tuple(int(t) if t.isdigit() else t for t in args)))
     if query not in seen:
         raise ProblemError(f"the query ? {query} names no assigned variable")
     problem = Problem(tuple(assignments), query)

@@ -30,7 +30,9 @@ class Verdict:
 
 def _number(text):
     """An int written in canonical form (no leading zeros, no sign), else None."""
-    return int(text) if text.isdigit() and str(int(text)) == text else None
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:  # "²" is a digit to isdigit, not to int; no value has 10 digits
+        return None
+    return int(text) if str(int(text)) == text else None
 
 
 def _check_step(text, defs, truth, known):

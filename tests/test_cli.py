@@ -70,3 +70,10 @@ def test_a_count_flag_below_one_is_refused_before_anything_runs(script, flag):
             main(["--preset", "test", flag, value])
     with pytest.raises(SystemExit, match=f"argument {flag}: 'two' is not an integer"):
         main(["--preset", "test", flag, "two"])
+
+
+@pytest.mark.parametrize("device, words", [("gpu", "not a device"), ("mps", "runs on cpu or cuda")])
+def test_a_device_this_code_cannot_use_is_one_line(device, words):
+    from common import UserError, setup_device
+    with pytest.raises(UserError, match=words):
+        setup_device(device)

@@ -83,3 +83,18 @@ def test_the_sweep_widths_train_for_the_sweep_steps_unless_steps_is_given():
     assert train_sft.parse_args(["--width", "48"]).steps == tiny.sft.sweep_steps
     assert train_sft.parse_args(["--width", "48", "--steps", "7"]).steps == 7
     assert train_sft.parse_args([]).steps == tiny.sft.steps
+
+
+def test_resuming_an_optimizer_keeps_the_learning_rates_of_this_runs_flags():
+    import torch
+    from common import load_optimizer, make_optimizer
+    from model import GPT
+    model = GPT(PRESETS["test"].model_config())
+    saved = make_optimizer(model, 1e-3, 0.02)
+    model(torch.randint(0, 10, (2, 8))).sum().backward()
+    saved.step()
+    resumed = make_optimizer(model, 5e-4, 0.01)  # the same run resumed with lower --lr and --muon-lr
+    load_optimizer(resumed, saved.state_dict())
+    assert [g["peak_lr"] for g in resumed.param_groups] == [0.01, 5e-4]
+    assert [g["lr"] for g in resumed.param_groups] == [0.01, 5e-4]
+    assert len(resumed.state) == len(saved.state) > 0  # the moments came back

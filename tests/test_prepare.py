@@ -40,6 +40,9 @@ def test_self_correction_traces_are_written_for_training_only(tmp_path):
     prepare.main(["--preset", "test", "--out", str(tmp_path), "--self-correct", "1.0"])
     assert all(BACK in r["solution"] for r in read(tmp_path, "train"))
     assert not any(BACK in r["solution"] for name in ("val", "test") for r in read(tmp_path, name))
+    for rate in ("1.5", "-0.1"):
+        with pytest.raises(SystemExit, match=f"--self-correct {rate}: a probability"):
+            prepare.main(["--preset", "test", "--out", str(tmp_path), "--self-correct", rate])
 
 
 def test_a_preset_whose_context_cannot_hold_a_problem_is_refused_in_one_line(tmp_path, monkeypatch):

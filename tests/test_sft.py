@@ -65,7 +65,8 @@ def test_ddp_with_two_gloo_processes_gives_the_loss_of_one_process(data_dir, tmp
         os.makedirs(tmp_path / name)
         os.symlink(data_dir / "data", tmp_path / name / "data")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_proc}",
-               "train_sft.py", "--preset", "test", "--out", str(tmp_path / name), "--device", "cpu"]
+               "train_sft.py", "--preset", "test", "--out", str(tmp_path / name), "--device", "cpu",
+               "--micro-batch", "8"]  # the whole batch: each of two processes takes half of it
         env = dict(os.environ, OMP_NUM_THREADS="1")
         subprocess.run(cmd, cwd=ROOT, check=True, env=env, capture_output=True)
         metrics = __import__("json").load(open(tmp_path / name / "sft" / "metrics.json"))

@@ -69,6 +69,8 @@ def test_self_correction_trace_has_a_wrong_step_then_back_then_the_right_step():
     ("a = b + 1; b = a + 1; ? a", "depends on itself"),
     ("a = 7; ? q", "names no assigned variable"),
     ("a = 30; ? a", "below the modulus"),
+    ("a = 7; b = a * " + "9" * 5000 + "; ? b", "below the modulus"),  # too long for int() to read: refused, not a crash
+    ("a = \u0663; b = a + 1; ? b", "cannot read assignment"),  # an Arabic-Indic three is not a number here
     ("a = 7", "a problem is"),
     ("", "a problem is"),
 ])

@@ -154,5 +154,8 @@ def test_verifier_never_raises_on_random_strings_and_bytes():
         verify(problem, text, P)
         raw = bytes(rng.randrange(256) for _ in range(rng.randint(0, 40))).decode("utf-8", errors="replace")
         verify(problem, raw, P)
+    for text in ("answer: " + "9" * 5000, "answer: \u00b2"):  # digits int() cannot read: wrong, never an exception
+        assert verify(problem, text, P).answer_correct is False
+    assert verify(problem, "d = a * c = 7 * 5 = " + "1" * 5000 + "<|step|>", P).first_error == 0
     for junk in (None, 3, b"answer: 9", ["answer: 9"]):
         assert verify(problem, junk, P).answer_correct is False
