@@ -235,6 +235,10 @@ def test_process_rewards_and_the_nan_guard_keeping_the_last_good_checkpoint(sft_
         train_rl.main(flags + ["--resume"])
     kept = torch.load(out / "rl" / "ckpt.pt", weights_only=True)
     assert kept["step"] == 1 and all(torch.equal(good[k], kept["policy"][k]) for k in good)
+    with pytest.raises(UserError, match=r"stopped at iteration 1: policy loss is nan; kept the last good checkpoint, no checkpoint yet"):
+        train_rl.main(flags)  # a fresh run: the earlier run's checkpoint is not its own
+    with pytest.raises(SystemExit, match="--temperature 0.0: RL samples its rollouts"):
+        train_rl.main(flags + ["--temperature", "0"])
 
 
 def test_missing_or_foreign_checkpoints_are_refused(sft_dir, tmp_path):
