@@ -29,7 +29,7 @@ class SFTConfig:
     steps: int              # optimizer steps
     batch_size: int         # sequences per optimizer step, over all processes
     micro_batch: int        # sequences per forward pass; batch_size / (micro_batch * world) accumulation steps
-    lr: float               # AdamW's peak: the embeddings and norm gains
+    lr: float               # Adam's peak: the embeddings and norm gains
     warmup: int             # steps of linear warm-up
     eval_every: int         # steps between quick evaluations (and checkpoints)
     muon_lr: float = 0.02   # Muon's peak: the weight matrices inside the blocks
@@ -46,7 +46,7 @@ class PRMConfig:
     agreement_samples: int = 64  # solutions whose steps get 1, 4, 16 rollouts to compare with the oracle
     steps: int = 600             # optimizer steps, for the PRM and again for the ORM (more of both: results/verifiers)
     batch_size: int = 64         # sequences per optimizer step
-    lr: float = 1e-3             # AdamW's peak (embeddings, gains, the scalar head)
+    lr: float = 1e-3             # Adam's peak (embeddings, gains, the scalar head)
     muon_lr: float = 0.02        # Muon's peak (the blocks' matrices), as in SFT
     lm_weight: float = 0.3       # the next-token loss on right tokens, kept beside the reward loss (results/verifiers)
     eval_problems: int = 100     # test problems per difficulty bin for the verifiers' AUROC
@@ -279,11 +279,11 @@ def orthogonalize(G, steps=5):
 
 
 class Muon(torch.optim.Optimizer):
-    """Muon (Jordan et al. 2024) for weight matrices, AdamW for the rest. Each param group says
-    which with "muon": True/False. A matrix's step is its Nesterov momentum, orthogonalized: all
+    """Muon (Jordan et al. 2024) for weight matrices, Adam for the rest (AdamW's decoupled decay is
+    written in, at weight_decay 0 in every group). Each param group says which with "muon": True/False. A matrix's step is its Nesterov momentum, orthogonalized: all
     directions of the update move by the same amount, so the rare directions that a sharp lookup
-    needs learn as fast as the common ones (on this task: half the loss of AdamW at equal steps).
-    Embeddings and norm gains are not matrices of a linear map, and stay on AdamW."""
+    needs learn as fast as the common ones (on this task: half the loss of Adam at equal steps).
+    Embeddings and norm gains are not matrices of a linear map, and stay on Adam."""
 
     def __init__(self, groups, momentum=0.95, betas=(0.9, 0.95), eps=1e-8):
         super().__init__(groups, dict(momentum=momentum, betas=betas, eps=eps, weight_decay=0.0, muon=False))
@@ -321,7 +321,7 @@ def load_optimizer(optimizer, state):
 
 
 def make_optimizer(model, lr, muon_lr):
-    """Muon for the weight matrices of the blocks' linear layers; AdamW for the embeddings, the norm
+    """Muon for the weight matrices of the blocks' linear layers; Adam for the embeddings, the norm
     gains and the Canon weights (not linear maps). Each group keeps its peak lr, which the schedule scales."""
     linear = {id(m.weight) for m in model.blocks.modules() if isinstance(m, torch.nn.Linear)}
     inside, rest = [], []
@@ -380,7 +380,7 @@ def make_batch(examples, device):
 def sample_and_verify(model, prompts, problems, p, temperature=0.0, generator=None, batch_size=256, starts=None, desc=None):
     """The loop under every stage (evaluation, the PRM's samples, RL's rollouts, Monte Carlo
     labels): continue each prompt (token ids) through the KV cache until end-of-text, in batches
-    of batch_size in the order given (sorted by length, they pad little), and check each chain with
+    of batch_size in the order given (callers whose prompts differ in length sort them: model.length_batches), and check each chain with
     the verifier against its problem. The chain checked is the prompt from starts[i] (default: its
     end) plus the new tokens, so a rollout from a partial solution is judged whole. Returns per
     prompt: (new tokens, their log-probabilities, Verdict)."""

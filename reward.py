@@ -1,10 +1,10 @@
 """The reward models' scores: reading a GPT's scalar head.
 
 The process reward model (PRM) and the outcome reward model (ORM) are GPTs whose scalar head
-is read at chosen positions of a prompt + solution token sequence: the PRM at every step end,
-where sigmoid(score) is the probability that the step and every step still standing before it
-are right; the ORM at the last token, where it is the probability that the final answer is
-right. train_prm.py trains both; search.py loads them (load_reward_model) and, with train_rl.py,
+is read on a prompt + solution token sequence: the PRM at every token of a step, where
+sigmoid(score) is the probability that the solution is still right there, a step scoring its
+weakest token (span_minima); the ORM at the last token, where it is the probability that the
+final answer is right. train_prm.py trains both; search.py loads them (load_reward_model) and, with train_rl.py,
 scores with these functions.
 """
 import math

@@ -19,7 +19,8 @@ that compute in five ways, all built on the same two primitives:
 
 Compute is counted alike: tokens the policy generated, tokens a reward model read. --budget N means
 N chains' worth of generated tokens: N samples, N candidate steps per beam round, for MCTS N times the
-greedy chain's tokens (counted in, as it sets the budget). The tables print what each method spent.
+greedy chain's tokens (counted in, as it sets the budget) or 8N simulations, whichever comes first (a tree
+whose chains have all ended re-visits them at no cost in tokens). The tables print what each method spent.
 
     python search.py --preset tiny --out out/tiny --method all --budget 1,4,8,16,64 --max-tree-budget 16  # the grid
     python search.py --preset tiny --out out/tiny --method mcts --budget 8 --problems my.txt --show
@@ -134,7 +135,7 @@ def next_steps(policy, nodes, temperature=1.0, top_k=None, max_step_tokens=MAX_S
 def score_steps(prm, chains):
     """THE SCORING PRIMITIVE. chains: for each sequence, the nodes (steps) on one path to score,
     deepest last. The PRM reads each deepest node's sequence once; every node gets the PRM's
-    probability that it is right: the lowest score of its step's tokens (common.span_minima)."""
+    probability that it is right: the lowest score of its step's tokens (reward.span_minima)."""
     sequences = [chain[-1].sequence for chain in chains]
     spans = [[(len(n.parent.sequence), len(n.sequence)) for n in chain] for chain in chains]
     for chain, chain_probs in zip(chains, span_minima(prm, sequences, spans)):
@@ -151,7 +152,7 @@ def score_outcomes(orm, leaves):
 
 
 def chain_score(leaf, how):
-    """A chain's PRM score from its step ends' scores (common.aggregate: min, prod or last)."""
+    """A chain's PRM score from its step ends' scores (reward.aggregate: min, prod or last)."""
     ends = (special_id(STEP), special_id(EOT))
     return aggregate([node.prm for node in path(leaf) if node.step[-1] in ends], how)
 

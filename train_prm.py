@@ -44,9 +44,9 @@ What it writes, and what search.py and train_rl.py may rely on:
                         token gives the logit that the solution up to there is still right; a
                         step's score is the lowest over its tokens, the end-of-text token ending
                         the answer line as a last step. reward.step_scores reads them all in one
-                        forward pass; common.aggregate turns them into one score (min, prod, last).
+                        forward pass; reward.aggregate turns them into one score (min, prod, last).
   DIR/prm/orm.pt        the ORM, the same architecture: the logit that the final answer is
-                        right, read at the last token (common.outcome_scores). Each checkpoint
+                        right, read at the last token (reward.outcome_scores). Each checkpoint
                         keeps what its training was (settings, loss, tokens, seconds), so that
                         --only evaluate can judge two trained apart and refuse a mismatched pair.
   DIR/prm/metrics.json  step_auroc (test problems of the training difficulties), per bin, the
@@ -306,7 +306,8 @@ def first_error_rates(samples, key):
         found += next((j for j, q in enumerate(scores) if q < 0.5), None) == first
         chance += 1 / len(scores)
         n += 1
-    rate = (lambda hits: hits / n if n else None)
+    rate = (lambda hits: hits / n if n and hits is not None else None)
+    found = None if key == "confidence" else found  # a log-probability has no 1/2 to fall below
     return {"first_error_located_rate": rate(located), "first_error_lowest_rate": rate(lowest), "first_error_found_rate": rate(found),
             "first_error_lowest_chance": rate(chance), "first_error_solutions": n}
 
@@ -358,7 +359,7 @@ def reward_batch(examples, device):
 def train_reward_model(model, examples, steps, batch_size, lr, muon_lr, seed, desc, lm_weight=0.0):
     """Binary cross-entropy on the scalar head at the labelled positions; every weight trains,
     starting from the SFT policy's, which already reads the task, with the SFT's optimizer (Muon
-    for the blocks' matrices, AdamW for the rest). lm_weight adds the policy's own next-token
+    for the blocks' matrices, Adam for the rest). lm_weight adds the policy's own next-token
     loss on the tokens labelled right, weighted by the label: the trunk keeps predicting what a
     right solution writes next, the knowledge that judging a token needs (results/verifiers/README.md).
     Returns the loss history and the number of tokens trained on (padding included: it is computed)."""
@@ -419,7 +420,7 @@ def parse_args(argv):
     parser.add_argument("--rollouts", type=count(), help="M, rollouts per step for Monte Carlo labels (default: the preset's)")
     parser.add_argument("--agreement-samples", type=count(0), help="solutions whose steps measure Monte Carlo vs oracle")
     parser.add_argument("--steps", type=count(), help="optimizer steps for the PRM and for the ORM (default: the preset's)")
-    parser.add_argument("--lr", type=float, help="peak AdamW learning rate, embeddings, gains, the head (default: the preset's)")
+    parser.add_argument("--lr", type=float, help="peak Adam learning rate, embeddings, gains, the head (default: the preset's)")
     parser.add_argument("--muon-lr", type=float, help="peak Muon learning rate, the blocks' matrices (default: the preset's)")
     parser.add_argument("--lm-weight", type=float, help="weight of the next-token loss on right tokens kept beside the reward "
                         "loss, for the PRM and the ORM (0: none; default: the preset's)")
@@ -504,7 +505,7 @@ def main(argv=None):
         t = time.time()
         labels, label_tokens, agreement = make_labels(args, policy, train, task.p, temperature, generator, gen_batch)
         facts = dict(sampled, seconds=dict(sampled["seconds"], label=time.time() - t), monte_carlo_label_tokens=label_tokens,
-                     monte_carlo_agreement=agreement, train_solutions=len(train),
+                     monte_carlo_rollouts=args.rollouts if args.labels != "oracle" else None, monte_carlo_agreement=agreement, train_solutions=len(train),
                      train_answer_accuracy=sum(s.correct for s in train) / len(train),
                      train_step_labels=sum(len(s.labels) for s in train), train_step_right_fraction=right_steps(train))
         train_verifier(args, sft, token_examples(train, labels), batch_size, d.device, "prm", facts)
@@ -549,7 +550,7 @@ def evaluate(args, policy, task, d, temperature, gen_batch, sft):
         "train_solutions": p["train_solutions"], "temperature": temperature,
         "train_answer_accuracy": p["train_answer_accuracy"],
         "train_step_labels": p["train_step_labels"], "train_step_right_fraction": p["train_step_right_fraction"],
-        "monte_carlo_rollouts": args.rollouts if p["labels"] != "oracle" else None,
+        "monte_carlo_rollouts": p.get("monte_carlo_rollouts"),
         "monte_carlo_label_tokens": p["monte_carlo_label_tokens"],
         "steps": p["step"], "batch_size": PRESETS[args.preset].prm.batch_size, "lr": p["lr"], "muon_lr": p["muon_lr"],
         "lm_weight": p["lm_weight"],

@@ -99,7 +99,9 @@ def gae(rewards, values, mask, lam, gamma=1.0):
 def policy_loss(logprobs, old_logprobs, advantages, mask, clip):
     """PPO's clipped surrogate objective (Schulman et al. 2017, eq. 7), negated to be a loss:
         L = -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A),   ratio = pi(a|s) / pi_old(a|s)
-    Returns the token mean and the fraction of tokens where the clip bites (no gradient there)."""
+    Returns the token mean and the fraction of tokens where the clip bites (no gradient there). The
+    mean is over all tokens of the minibatch, for GRPO too, where DeepSeekMath (eq. 3) averages each
+    sample's tokens first (1/|o_i|): every token weighs the same, as in DAPO (Yu et al. 2025)."""
     ratio = (logprobs - old_logprobs).exp()
     unclipped = ratio * advantages
     clipped = ratio.clamp(1 - clip, 1 + clip) * advantages

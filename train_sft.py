@@ -42,7 +42,7 @@ def parse_args(argv):
     parser.add_argument("--steps", type=count(), help="optimizer steps (default: the preset's sft.steps, or sft.sweep_steps with --width)")
     parser.add_argument("--batch-size", type=count(), help="sequences per step over all processes (default: the preset's)")
     parser.add_argument("--micro-batch", type=count(), help="sequences per forward pass (default: the preset's)")
-    parser.add_argument("--lr", type=float, help="peak AdamW learning rate, embeddings and gains (default: the preset's)")
+    parser.add_argument("--lr", type=float, help="peak Adam learning rate, embeddings and gains (default: the preset's)")
     parser.add_argument("--muon-lr", type=float, help="peak Muon learning rate, the blocks' matrices (default: the preset's)")
     parser.add_argument("--warmup", type=count(0), help="steps of linear learning-rate warm-up (default: the preset's)")
     parser.add_argument("--eval-every", type=count(), help="steps between evaluations and checkpoints (default: the preset's)")
