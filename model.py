@@ -174,6 +174,12 @@ class GPT(nn.Module):
             for emb in self.shift_wte:
                 emb.weight[self.pad_id].zero_()
 
+    def flop_params(self):
+        """The parameters that multiply on every token, N in the compute estimate 6N per trained token
+        (Kaplan et al. 2020): all but the embeddings of the tokens before, which are only looked up.
+        The token embedding counts, as it is the tied output layer too."""
+        return sum(p.numel() for p in self.parameters()) - sum(e.weight.numel() for e in self.shift_wte)
+
     @staticmethod
     def _init(module):
         if isinstance(module, (nn.Linear, nn.Embedding)):

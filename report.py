@@ -175,7 +175,7 @@ def compute_section(metrics):
     sft = metrics["sft"]
     if not sft or "params" not in sft:
         return "No SFT run yet."
-    params = sft["params"]
+    params = flop_params(sft)
     lines = []
     train_rows = [[stage, f"{train_flops(m):.2e}"] for stage, m in metrics.items() if isinstance(m, dict) and train_flops(m)]
     if train_rows:
@@ -193,11 +193,17 @@ def compute_section(metrics):
     return "\n".join(lines) if lines else "No token counts recorded yet."
 
 
+def flop_params(m):
+    """A policy's parameters that multiply on every token (model.flop_params), or all of them for a
+    run that recorded only those."""
+    return m.get("flop_params", m["params"])
+
+
 def train_flops(m):
     """A stage's training compute as it recorded it (SFT before it did: 6 x params x tokens)."""
     if "train_flops" in m:
         return m["train_flops"]
-    return flops(m["params"], trained_tokens=m["train_tokens"]) if "train_tokens" in m and "params" in m else None
+    return flops(flop_params(m), trained_tokens=m["train_tokens"]) if "train_tokens" in m and "params" in m else None
 
 
 # ----------------------------------------------------------------------------- train-time against test-time compute
@@ -241,7 +247,7 @@ def exchange_points(out, sizes, prm):
     meta = load(out, "data", "meta.json") or {}
     n_test = meta.get("counts", {}).get("test", 0)
     main = dict(sizes).get("sft")
-    reader_params = main["params"] if main else 0  # the PRM and the ORM are the SFT policy's size
+    reader_params = flop_params(main) if main else 0  # the PRM and the ORM are the SFT policy's size
     points = []
     for name, m in sizes:
         for r in load(out, "search" if name == "sft" else f"search_{name}", "scaling.json") or []:
@@ -249,7 +255,7 @@ def exchange_points(out, sizes, prm):
                 continue
             scored = r.get("scored_tokens", 0)
             train = train_flops(m) + (train_flops(prm) if scored and prm else 0)
-            inference = n_test * (flops(m["params"], forward_tokens=r["generated_tokens"]) + flops(reader_params, forward_tokens=scored))
+            inference = n_test * (flops(flop_params(m), forward_tokens=r["generated_tokens"]) + flops(reader_params, forward_tokens=scored))
             points.append({**r, "size": name, "params": m["params"], "flops": train + inference})
     return points
 

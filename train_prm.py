@@ -554,7 +554,7 @@ def evaluate(args, policy, task, d, temperature, gen_batch, sft):
         "monte_carlo_label_tokens": p["monte_carlo_label_tokens"],
         "steps": p["step"], "batch_size": PRESETS[args.preset].prm.batch_size, "lr": p["lr"], "muon_lr": p["muon_lr"],
         "lm_weight": p["lm_weight"],
-        "train_flops": flops(sum(q.numel() for q in prm.parameters()), trained_tokens=p["trained_tokens"] + o["trained_tokens"],
+        "train_flops": flops(prm.flop_params(), trained_tokens=p["trained_tokens"] + o["trained_tokens"],
                              forward_tokens=p["sampled_tokens"] + o["sampled_tokens"] + p["monte_carlo_label_tokens"]),
         "prm_final_loss": p["loss_history"][-1], "orm_final_loss": o["loss_history"][-1],
         "eval_problems_per_bin": args.eval_problems, "eval_samples_per_problem": PRESETS[args.preset].prm.eval_samples,

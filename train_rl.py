@@ -460,7 +460,7 @@ def main(argv=None, stop_after=None):
     m.policy_optimizer = make_optimizer(m.policy, args.lr)
     m.critic_optimizer = make_optimizer(m.critic, args.critic_lr) if m.critic is not None else None
     m.best = copy.deepcopy(m.policy).requires_grad_(False)  # the policy with the best validation accuracy
-    m.n_params = sum(p.numel() for p in m.policy.parameters())
+    m.n_params = m.policy.flop_params()
     warmup = args.critic_warmup if args.algo == "ppo" else 0
     stage = "rl" if args.policy == "sft" else f"rl_{args.policy}"
     ckpt_path = os.path.join(args.out, stage, "ckpt.pt")

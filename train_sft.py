@@ -159,14 +159,15 @@ def write_metrics(args, model, train, test, task, d, history, tokens_per_second,
     """Every difficulty bin of the test split, greedy, by the verifier; DIR/NAME/metrics.json."""
     result = evaluate_policy(model, test, task, d.device, desc="sft eval")
     in_range = [k for k in result["accuracy_by_difficulty"] if int(k) <= task.max_train_d]
-    params = sum(p.numel() for p in model.parameters())
+    params, flop_params = sum(p.numel() for p in model.parameters()), model.flop_params()
     train_tokens = sum(len(train[i][0]) for s in range(args.steps) for i in batch_indices(args.seed, s, len(train), args.batch_size))
     metrics = {
         "stage": args.name, "preset": args.preset, "width": model.cfg.n_embd, "device": str(d.device), "processes": d.world,
         "steps": args.steps, "batch_size": args.batch_size, "params": params,
+        "flop_params": flop_params,
         "final_loss": history[-1] if history else None, "loss_history": history,
         "train_tokens_per_second": tokens_per_second, "train_tokens": train_tokens,
-        "train_flops": flops(params, trained_tokens=train_tokens),
+        "train_flops": flops(flop_params, trained_tokens=train_tokens),
         "wall_time_s": time.time() - t0,
         "test_accuracy": sum(result["accuracy_by_difficulty"][k] for k in in_range) / len(in_range),
         **result,

@@ -135,7 +135,9 @@ def test_width_is_the_size_knob_and_writes_its_own_directory(data_dir, tmp_path)
     assert metrics["width"] == 48 and metrics["stage"] == "sft_w48"
     ckpt = torch.load(tmp_path / "sft_w48" / "ckpt.pt", weights_only=True)
     assert ckpt["config"]["n_embd"] == 48 and ckpt["config"]["n_head"] == 3  # the head size (16) stays
-    assert metrics["train_flops"] == 6 * metrics["params"] * metrics["train_tokens"]
+    assert metrics["train_flops"] == 6 * metrics["flop_params"] * metrics["train_tokens"]
+    shifted = 3 * PRESETS["test"].model_config(48).vocab_size * 48  # the embeddings of the three tokens before: lookups only
+    assert metrics["flop_params"] == metrics["params"] - shifted
     assert not os.path.exists(tmp_path / "sft")
     with pytest.raises(SystemExit, match="multiple of the head size 16"):
         run_cli(lambda: train_sft.main(["--preset", "test", "--out", str(tmp_path), "--width", "40"]))
