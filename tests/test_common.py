@@ -53,9 +53,10 @@ def test_write_json_reads_back_the_same_object_with_number_lists_on_one_line(tmp
 
 def test_a_flag_given_as_zero_overrides_the_preset_and_a_missing_flag_takes_the_presets_value():
     import train_rl
-    args = train_rl.parse_args(["--preset", "test", "--lr", "0", "--iterations", "0"])
+    args = train_rl.parse_args(["--preset", "test", "--lr", "0", "--critic-warmup", "0"])
     preset = PRESETS["test"]
-    assert (args.lr, args.critic_lr, args.iterations) == (0.0, 0.0, 0)  # `or` would have taken the preset's
+    assert preset.rl.critic_warmup != 0
+    assert (args.lr, args.critic_lr, args.critic_warmup) == (0.0, 0.0, 0)  # `or` would have taken the preset's
     assert (args.rollouts, args.minibatch, args.eval_every, args.kl_coef) == (preset.rl.rollouts, preset.rl.minibatch,
                                                                              preset.rl.eval_every, preset.rl.kl_coef)
     parser = stage_parser("x")
