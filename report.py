@@ -414,11 +414,12 @@ def judge(out, max_train_d):
               up("bon-orm")),
     ]
     for method in ("beam", "mcts"):
-        tokens = {m: mean_tokens(grid, m, n, bins) for m in (method, "bon-prm")}
-        note = f"{method} at N={n} generated {tokens[method]:.0f} tokens per problem, PRM best-of-{n} {tokens['bon-prm']:.0f}" \
-            if None not in tokens.values() else ""
+        m = matched_budget(grid, method, n, bins)
+        tokens = (mean_tokens(grid, method, n, bins), mean_tokens(grid, "bon-prm", m, bins))
+        note = f"{method} at N={n} generated {tokens[0]:.0f} tokens per problem, PRM best-of-{m} {tokens[1]:.0f}" \
+            if None not in tokens else ""
         claims.append(claim("step-level search beats best-of-N at matched tokens", f"{method} at N={n}", at(method),
-                            f"PRM best-of-{n}", at("bon-prm"), note=note))
+                            f"PRM best-of-{m}", at("bon-prm", m), note=note))
     claims += [half_token_claim(grid, bins, n, at, method) for method in ("beam", "mcts")]
     claims.append(claim("RL raises pass@1", "RL greedy", policy_outcomes(rl, bins), "SFT greedy",
                         policy_outcomes(rl.get("before") if rl else None, bins)))
@@ -444,6 +445,18 @@ def half_token_claim(grid, bins, n, at, method):
     return claim(name, f"{method} at N={budget}", at(method, budget), f"PRM best-of-{n}", at("bon-prm"),
                  note=f"{method} at N={budget} generated {tokens:.0f} tokens per problem, at most half of PRM best-of-{n}'s "
                       f"{2 * half:.0f}; within noise: as accurate as far as the interval can tell")
+
+
+def matched_budget(grid, method, n, bins):
+    """The budget of PRM best-of-N whose generated tokens are nearest (in ratio) to `method`'s at
+    budget n: a tree search may stop short of its budget (MCTS: at 8n simulations), and "matched"
+    is about the tokens spent, not the N asked for. n itself where the tokens are not recorded."""
+    spent = mean_tokens(grid, method, n, bins)
+    options = {b: t for b in sorted({r["budget"] for r in grid if r["method"] == "bon-prm"})
+               if (t := mean_tokens(grid, "bon-prm", b, bins))}
+    if not spent or not options:
+        return n
+    return min(options, key=lambda b: abs(math.log(options[b] / spent)))
 
 
 def common_budget(grid):

@@ -157,6 +157,13 @@ def test_the_verdicts_compare_at_the_largest_budget_every_method_ran_and_judge_b
     assert claims["accuracy keeps rising with test-time compute", "PRM-weighted vote of 64"]["difference"] == 0.5
     assert claims["more samples over-optimise the ORM (Gao et al.)", "ORM best-of-16"]["verdict"] == "shown"
     assert claims["step-level search beats best-of-N at matched tokens", "mcts at N=16"]["problems"] == 20
+    # MCTS that stopped at a quarter of its budget's tokens is matched with the best-of-N of as many tokens
+    for r in grid:
+        r["generated_tokens"] = 10.0 * r["budget"] / (4 if r["method"] == "mcts" else 1)
+    write(str(tmp_path / "search" / "scaling.json"), grid)
+    assert report.matched_budget(grid, "mcts", 16, [2]) == 4 and report.matched_budget(grid, "beam", 16, [2]) == 16
+    matched = {c["a"]: c for c in report.judge(str(tmp_path), max_train_d=3) if c["phenomenon"].endswith("at matched tokens")}
+    assert matched["mcts at N=16"]["b"] == "PRM best-of-4" and matched["beam at N=16"]["b"] == "PRM best-of-16"
     # a seed whose grid stopped at 16 makes the same claims in the same order (those beyond 16 not run): rows line up
     write(str(tmp_path / "short" / "search" / "scaling.json"), [r for r in grid if r["budget"] <= 16])
     short = report.judge(str(tmp_path / "short"), max_train_d=3)
