@@ -325,8 +325,8 @@ def rl_section(out):
     lines = [f"{rl['algo'].upper()}, reward {rl['reward']}, {rl['iterations']} iterations of {rl['rollouts_per_iteration']} "
              f"rollouts; validation chose iteration {rl['best_iteration']}" + (kept if rl["best_iteration"] == 0 else "")
              + (f"; {rl['stopped']}" if rl.get("stopped") else "") + ".", ""]
-    if sft_rows and rl_rows:
-        both = {r["budget"] for r in rl_rows} & {r["budget"] for r in sft_rows}
+    both = {r["budget"] for r in rl_rows or []} & {r["budget"] for r in sft_rows or []}  # budgets both grids ran
+    if both:
         ks = [k for k in sorted(both) if k >= 8] or [max(both)]  # DeepSeekMath's maj@K and pass@K, K = 8 and up
         rows = []
         for d in sorted({r["difficulty"] for r in rl_rows}):
