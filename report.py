@@ -194,8 +194,7 @@ def compute_section(metrics):
 
 
 def flop_params(m):
-    """A policy's parameters that multiply on every token (model.flop_params), or all of them for a
-    run that recorded only those."""
+    """A policy's parameters that multiply on every token (model.flop_params; all of them in older runs)."""
     return m.get("flop_params", m["params"])
 
 
@@ -382,8 +381,7 @@ def claim(name, label_a, a, label_b, b, note="", holds=False):
 
 
 def judge(out, max_train_d):
-    """Every phenomenon's claim from the run directory's JSON files: the same list, in the same order,
-    for every run (a claim a run cannot make reads *not run*), so that seeds line up row by row."""
+    """Every phenomenon's claim from the run's JSON files, the same list for every run (so seeds line up; *not run* where it cannot)."""
     bins = phenomena_bins(max_train_d)
     grid = load(out, "search", "scaling.json") or []
     n = common_budget(grid) or "N"  # every method ran at this budget
@@ -400,8 +398,7 @@ def judge(out, max_train_d):
               f"confidence best-of-{n}", at("bon-confidence")),
     ]
     # best-of-N beyond the common budget: does selection keep paying, or over-optimise (Gao et al.)?
-    beyond = top != n
-    top = top if beyond else "more"
+    beyond, top = top != n, top if top != n else "more"
     up = lambda method: at(method, top) if beyond else None  # noqa: E731  (not run: no budget beyond n)
     claims += [
         claim("accuracy keeps rising with test-time compute", f"PRM-weighted vote of {top}", up("prm-vote"),
@@ -448,15 +445,12 @@ def half_token_claim(grid, bins, n, at, method):
 
 
 def matched_budget(grid, method, n, bins):
-    """The budget of PRM best-of-N whose generated tokens are nearest (in ratio) to `method`'s at
-    budget n: a tree search may stop short of its budget (MCTS: at 8n simulations), and "matched"
-    is about the tokens spent, not the N asked for. n itself where the tokens are not recorded."""
+    """The budget of PRM best-of-N whose tokens are nearest (in ratio) to `method`'s at budget n (n where
+    none are recorded): MCTS stops at 8n simulations, short of its tokens, and "matched" is about tokens spent."""
     spent = mean_tokens(grid, method, n, bins)
     options = {b: t for b in sorted({r["budget"] for r in grid if r["method"] == "bon-prm"})
                if (t := mean_tokens(grid, "bon-prm", b, bins))}
-    if not spent or not options:
-        return n
-    return min(options, key=lambda b: abs(math.log(options[b] / spent)))
+    return min(options, key=lambda b: abs(math.log(options[b] / spent))) if spent and options else n
 
 
 def common_budget(grid):
