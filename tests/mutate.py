@@ -1,6 +1,7 @@
 """Mutation check: each one-line bug below must fail a test whose name says what broke.
 
     python tests/mutate.py            # prints, per mutation, the failing tests and their messages
+    python tests/mutate.py 20         # only the mutations from the 21st on
 
 Each mutation is applied to a copy of the repository (the working tree is never touched), then
 pytest runs the test file that specifies that code. A mutation that no test catches is a hole
@@ -65,6 +66,15 @@ MUTATIONS = [
     ("several picks for one problem counted by the first alone", "search.py",
      "outcomes[0].rate = sum(o.answer == truth for o in outcomes) / len(outcomes)",
      "outcomes[0].rate = float(outcomes[0].answer == truth)", "tests/test_search.py"),
+    ("every prompt of a batch given the room the longest one leaves in the block", "model.py",
+     "rooms = [min(max_new_tokens, model.cfg.block_size - len(p)) for p in prompts]",
+     "rooms = [min(max_new_tokens, model.cfg.block_size - T0) for p in prompts]", "tests/test_model.py"),
+    ("step search 'at matched tokens' compared with best-of-N at the same N, whatever the tokens", "report.py",
+     "return min(options, key=lambda b: abs(math.log(options[b] / spent))) if spent and options else n", "return n",
+     "tests/test_report.py"),
+    ("--resume bringing back the saved learning rates over this run's flags", "common.py",
+     "        group.update(rate)", "        pass", "tests/test_common.py"),
+    ("a counting flag accepting 0", "common.py", "if value < lowest:", "if value < 0:", "tests/test_cli.py"),
 ]
 
 
@@ -85,9 +95,9 @@ def run(mutation):
     return [line for line in lines if line.startswith("FAILED")] + [f"  {line}" for line in where]
 
 
-def main():
+def main(first=0):
     holes = 0
-    for mutation in MUTATIONS:
+    for mutation in MUTATIONS[first:]:
         failed = run(mutation)
         print(f"## {mutation[0]} ({mutation[1]}: `{mutation[3]}`)")
         if isinstance(failed, str) or not failed:
@@ -100,4 +110,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 0)  # python tests/mutate.py 20: from the 21st mutation on

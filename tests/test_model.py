@@ -148,7 +148,8 @@ def test_each_prompt_gets_its_own_room_in_the_context():
     short, long = [3, 4, 5], [7] * 60
     alone, _ = generate(m, [short], 100, PAD)
     together, logprobs = generate(m, [long, short], 100, PAD)
-    assert len(alone[0]) == 61 and together[1] == alone[0]  # the long prompt does not cut the short one off
+    assert len(alone[0]) == 61
+    assert together[1] == alone[0], "a long prompt in the batch cut the short one off: does each prompt get its own room?"
     assert len(together[0]) == 4 and len(logprobs[0]) == 4  # and the long one stops where the block ends
 
 

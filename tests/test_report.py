@@ -161,7 +161,8 @@ def test_the_verdicts_compare_at_the_largest_budget_every_method_ran_and_judge_b
     for r in grid:
         r["generated_tokens"] = 10.0 * r["budget"] / (4 if r["method"] == "mcts" else 1)
     write(str(tmp_path / "search" / "scaling.json"), grid)
-    assert report.matched_budget(grid, "mcts", 16, [2]) == 4 and report.matched_budget(grid, "beam", 16, [2]) == 16
+    assert report.matched_budget(grid, "mcts", 16, [2]) == 4, "MCTS spent best-of-4's tokens: is it matched by N, not tokens?"
+    assert report.matched_budget(grid, "beam", 16, [2]) == 16
     matched = {c["a"]: c for c in report.judge(str(tmp_path), max_train_d=3) if c["phenomenon"].endswith("at matched tokens")}
     assert matched["mcts at N=16"]["b"] == "PRM best-of-4" and matched["beam at N=16"]["b"] == "PRM best-of-16"
     # a seed whose grid stopped at 16 makes the same claims in the same order (those beyond 16 not run): rows line up
