@@ -502,7 +502,7 @@ def seed_runs(out):
 
 def both(verdicts, holds=False):
     """The verdict over seeds: the same on every seed, else mixed; for a claim that A holds against B,
-    "holds" when every seed ran and none is *not shown* (shown or within noise)."""
+    seeds that differ between shown and within noise read "holds" (none saw it fall)."""
     if holds and len(set(verdicts)) > 1 and set(verdicts) <= {"shown", "within noise"}:
         return "holds"
     return verdicts[0] if len(set(verdicts)) == 1 else "mixed"
