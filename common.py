@@ -280,9 +280,10 @@ def orthogonalize(G, steps=5):
 
 class Muon(torch.optim.Optimizer):
     """Muon (Jordan et al. 2024) for weight matrices, Adam for the rest (AdamW's decoupled decay is
-    written in, at weight_decay 0 in every group). Each param group says which with "muon": True/False. A matrix's step is its Nesterov momentum, orthogonalized: all
-    directions of the update move by the same amount, so the rare directions that a sharp lookup
-    needs learn as fast as the common ones (on this task: half the loss of Adam at equal steps).
+    written in, at weight_decay 0 in every group). Each param group says which with "muon": True/False.
+    A matrix's step is its Nesterov momentum, orthogonalized: all directions of the update move by
+    the same amount, so the rare directions that a sharp lookup needs learn as fast as the common
+    ones (on this task: half the loss of Adam at equal steps).
     Embeddings and norm gains are not matrices of a linear map, and stay on Adam."""
 
     def __init__(self, groups, momentum=0.95, betas=(0.9, 0.95), eps=1e-8):
@@ -380,8 +381,8 @@ def make_batch(examples, device):
 def sample_and_verify(model, prompts, problems, p, temperature=0.0, generator=None, batch_size=256, starts=None, desc=None):
     """The loop under every stage (evaluation, the PRM's samples, RL's rollouts, Monte Carlo
     labels): continue each prompt (token ids) through the KV cache until end-of-text, in batches
-    of batch_size in the order given (callers whose prompts differ in length sort them: model.length_batches), and check each chain with
-    the verifier against its problem. The chain checked is the prompt from starts[i] (default: its
+    of batch_size in the order given (a caller whose prompts differ in length sorts them first:
+    model.length_batches), and check each chain with the verifier against its problem. The chain checked is the prompt from starts[i] (default: its
     end) plus the new tokens, so a rollout from a partial solution is judged whole. Returns per
     prompt: (new tokens, their log-probabilities, Verdict)."""
     from tqdm import tqdm

@@ -405,18 +405,18 @@ def judge(out, max_train_d):
               f"PRM-weighted vote of {n}", at("prm-vote")),
         claim("process reward beats outcome reward", f"PRM best-of-{top}", up("bon-prm"), f"ORM best-of-{top}", up("bon-orm")),
         claim("PRM best-of-N holds as N grows", f"PRM best-of-{top}", up("bon-prm"), f"PRM best-of-{n}", at("bon-prm"),
-              note=f"PRM best-of-{top} against best-of-{n}: within noise means it holds; not shown, that it falls" * beyond,
+              note=f"PRM best-of-{top} against best-of-{n}: within noise means it holds; not shown, that it falls" if beyond else "",
               holds=True),
         claim("more samples over-optimise the ORM (Gao et al.)", f"ORM best-of-{n}", at("bon-orm"), f"ORM best-of-{top}",
               up("bon-orm")),
     ]
     for method in ("beam", "mcts"):
-        m = matched_budget(grid, method, n, bins)
-        tokens = (mean_tokens(grid, method, n, bins), mean_tokens(grid, "bon-prm", m, bins))
-        note = f"{method} at N={n} generated {tokens[0]:.0f} tokens per problem, PRM best-of-{m} {tokens[1]:.0f}" \
+        matched = matched_budget(grid, method, n, bins)
+        tokens = (mean_tokens(grid, method, n, bins), mean_tokens(grid, "bon-prm", matched, bins))
+        note = f"{method} at N={n} generated {tokens[0]:.0f} tokens per problem, PRM best-of-{matched} {tokens[1]:.0f}" \
             if None not in tokens else ""
         claims.append(claim("step-level search beats best-of-N at matched tokens", f"{method} at N={n}", at(method),
-                            f"PRM best-of-{m}", at("bon-prm", m), note=note))
+                            f"PRM best-of-{matched}", at("bon-prm", matched), note=note))
     claims += [half_token_claim(grid, bins, n, at, method) for method in ("beam", "mcts")]
     claims.append(claim("RL raises pass@1", "RL greedy", policy_outcomes(rl, bins), "SFT greedy",
                         policy_outcomes(rl.get("before") if rl else None, bins)))
