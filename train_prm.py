@@ -306,9 +306,9 @@ def first_error_rates(samples, key):
         found += next((j for j, q in enumerate(scores) if q < 0.5), None) == first
         chance += 1 / len(scores)
         n += 1
-    rate = (lambda hits: hits / n if n and hits is not None else None)
-    found = None if key == "confidence" else found  # a log-probability has no 1/2 to fall below
-    return {"first_error_located_rate": rate(located), "first_error_lowest_rate": rate(lowest), "first_error_found_rate": rate(found),
+    rate = (lambda hits: hits / n if n else None)
+    found = rate(found) if key != "confidence" else None  # a log-probability has no 1/2 to fall below
+    return {"first_error_located_rate": rate(located), "first_error_lowest_rate": rate(lowest), "first_error_found_rate": found,
             "first_error_lowest_chance": rate(chance), "first_error_solutions": n}
 
 
