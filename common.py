@@ -489,6 +489,11 @@ def paired_difference(a, b, resamples=4000, seed=0):
     return float(diff.mean()), float(lo), float(hi)
 
 
+def fmt(x):
+    """A rate or an AUROC to three decimals, or n/a where there is none."""
+    return "n/a" if x is None else f"{x:.3f}"
+
+
 def auroc(scores, labels):
     """Area under the ROC curve: the probability that a random positive scores above a random
     negative, ties counting half. = Mann-Whitney U / (positives x negatives), U from the ranks

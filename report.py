@@ -19,7 +19,7 @@ import re
 import time
 from collections import defaultdict
 
-from common import Parser, UserError, flops, paired_difference, phenomena_bins, run_cli, verdict
+from common import Parser, UserError, flops, fmt, paired_difference, phenomena_bins, run_cli, verdict
 from plots import plot_compute, plot_grid, plot_rl
 
 STAGES = ("sft", "prm", "rl", "search", "search_rl")
@@ -36,10 +36,6 @@ def load(out, stage, name="metrics.json"):
 def table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
-
-
-def pct(x):
-    return "n/a" if x is None else f"{x:.3f}"
 
 
 def change(diff, lo, hi):
@@ -60,7 +56,7 @@ def accuracy_section(metrics):
 def with_interval(m, b):
     acc = m["accuracy_by_difficulty"].get(b)
     if acc is None or "interval_by_difficulty" not in m:
-        return pct(acc)
+        return fmt(acc)
     lo, hi = m["interval_by_difficulty"][b]
     return f"{acc:.3f} ({lo:.2f}-{hi:.2f}), {m['problems_by_difficulty'][b]}"
 
@@ -82,9 +78,9 @@ def prm_section(prm, grid):
     def gap(r):  # PRM - confidence step AUROC, with its paired interval over problems
         return change(*r["step_auroc_prm_minus_confidence"]) if r.get("step_auroc_prm_minus_confidence") else "n/a"
 
-    rows = [[b, r["samples"], pct(r["step_auroc_prm"]), pct(r["step_auroc_confidence"]), gap(r), pct(r["outcome_auroc_orm"]),
-             pct(r["outcome_auroc_prm"]), pct(r.get("prm_first_error_located_rate")), pct(r.get("confidence_first_error_located_rate")),
-             pct(r["prm_first_error_lowest_rate"]), pct(r["prm_first_error_found_rate"])] + [cell(m, b) for m, _ in picks]
+    rows = [[b, r["samples"], fmt(r["step_auroc_prm"]), fmt(r["step_auroc_confidence"]), gap(r), fmt(r["outcome_auroc_orm"]),
+             fmt(r["outcome_auroc_prm"]), fmt(r.get("prm_first_error_located_rate")), fmt(r.get("confidence_first_error_located_rate")),
+             fmt(r["prm_first_error_lowest_rate"]), fmt(r["prm_first_error_found_rate"])] + [cell(m, b) for m, _ in picks]
             for b, r in prm["verifiers_by_difficulty"].items()]
     header = ["d", "samples", "step AUROC PRM", "confidence", "PRM - confidence (95% interval)", "outcome AUROC ORM", "PRM", "first error located PRM",
               "confidence", "PRM's lowest", "PRM's first < 1/2"] + [f"best-of-{n} {name}" for _, name in picks]
@@ -228,7 +224,7 @@ def sweep_section(sizes):
         return "One SFT size so far (train_sft.py --width W adds others)."
     bins = sorted({int(b) for _, m in sizes for b in m["accuracy_by_difficulty"]})
     rows = [[m.get("width", "?"), f"{m['params']:,}", f"{train_flops(m):.2e}"]
-            + [pct(m["accuracy_by_difficulty"].get(str(b))) for b in bins] for _, m in sizes]
+            + [fmt(m["accuracy_by_difficulty"].get(str(b))) for b in bins] for _, m in sizes]
     fits = []
     for b in bins:
         exponent = power_fit([train_flops(m) for _, m in sizes],
@@ -273,7 +269,7 @@ def exchange_section(points):
             continue
         cands = [p for p in points if p["params"] < largest and p["difficulty"] == d and p["flops"] <= ref["flops"]]
         if not cands:
-            rows.append([d, f"{pct(ref['accuracy'])} ({ref['flops']:.2e})", "none as cheap", "-"])
+            rows.append([d, f"{fmt(ref['accuracy'])} ({ref['flops']:.2e})", "none as cheap", "-"])
             continue
         best = max(cands, key=lambda p: (p["accuracy"], -p["flops"]))
         if "correct" in best and "correct" in ref and best["problem"] == ref["problem"]:
@@ -281,8 +277,8 @@ def exchange_section(points):
             judged = f"{change(diff, lo, hi)}: {verdict(lo, hi)}"
         else:
             judged = f"{best['accuracy'] - ref['accuracy']:+.3f} (no per-problem outcomes: no interval)"
-        rows.append([d, f"{pct(ref['accuracy'])} ({ref['flops']:.2e})",
-                     f"{best['size']} {best['method']} N={best['budget']}: {pct(best['accuracy'])} ({best['flops']:.2e})", judged])
+        rows.append([d, f"{fmt(ref['accuracy'])} ({ref['flops']:.2e})",
+                     f"{best['size']} {best['method']} N={best['budget']}: {fmt(best['accuracy'])} ({best['flops']:.2e})", judged])
     return table(["d", "largest policy, greedy (total FLOPs)", "best smaller policy with search at no more FLOPs",
                   "smaller - larger (95% paired interval): verdict"], rows)
 
@@ -305,7 +301,7 @@ def self_correction_section(out):
     lines = [f"Training traces with a wrong step taken back at rate {rate} per step; greedy decoding on the same test bins.", ""]
     for name, without, with_ in pairs:
         backs = with_.get("back_rate_by_difficulty", {})
-        rows = [[d, pct(without["accuracy_by_difficulty"].get(d)), pct(a), paired_cell(with_, without, int(d)), pct(backs.get(d))]
+        rows = [[d, fmt(without["accuracy_by_difficulty"].get(d)), fmt(a), paired_cell(with_, without, int(d)), fmt(backs.get(d))]
                 for d, a in with_["accuracy_by_difficulty"].items()]
         lines += [f"{name} (width {with_.get('width', '?')}):", "",
                   table(["d", "without", "with self-correction", "with - without (95% paired interval)",

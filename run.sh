@@ -69,7 +69,7 @@ lanes() {  # lanes MAIN SIDE: run two functions at once; MAIN on the terminal, S
 
 verifier_and_search() {
   stage prm "$OUT/prm/ckpt.pt" "$OUT/sft/metrics.json" \
-    "$PY" train_prm.py "${common[@]}" --only prm
+    "$PY" train_prm.py "${common[@]}" --only prm $(resume_flag "$OUT/prm/prm_train.pt")
   until current "$OUT/prm/orm.pt" "$OUT/sft/metrics.json"; do  # the ORM trains on the side lane meanwhile
     kill -0 "$SIDE_PID" 2>/dev/null || { echo "run.sh: the side lane stopped before the ORM was trained: see $SIDE_LOG" >&2; exit 1; }
     sleep 2
@@ -81,7 +81,7 @@ verifier_and_search() {
 }
 extra_policies_and_rl() {
   stage orm "$OUT/prm/orm.pt" "$OUT/sft/metrics.json" \
-    "$PY" train_prm.py "${common[@]}" --only orm  # the baseline verifier, off the main lane's path
+    "$PY" train_prm.py "${common[@]}" --only orm $(resume_flag "$OUT/prm/orm_train.pt")  # the baseline verifier, off the main lane's path
   for W in $WIDTHS; do  # train-time against test-time compute: the same SFT at a smaller width, and its grid
     stage "sft (width $W)" "$OUT/sft_w$W/metrics.json" "$OUT/data/meta.json" \
       "$PY" train_sft.py "${common[@]}" --width "$W" $(resume_flag "$OUT/sft_w$W/ckpt.pt")

@@ -25,34 +25,31 @@ twice: as a reward for RL (train_rl.py) and to steer search at test time (search
    fine-tuning wears away what SFT knew about the next token, the knowledge a judge of each token
    needs. The ORM baseline learns the final answer's correctness at every token (Cobbe et al.
    2021), trained the same way, and is read at the last.
-4. Evaluate the verifiers head to head on the policy's own samples of test problems, per bin:
-   step AUROC against the oracle of the PRM and of the policy's confidence (no training: its
-   least likely token so far), the PRM's lead with its paired interval over problems, outcome
-   AUROC of the ORM, and where each puts the first error: how
-   often the first wrong step is the step it locates (its largest drop), its lowest-scored, and
-   its first scored below 1/2. What each verifier buys in best-of-N is search.py's grid:
-   selection lives there.
+4. Evaluate the verifiers head to head on the policy's own samples of test problems, per bin: step
+   AUROC against the oracle of the PRM and of the policy's confidence (no training: its least likely
+   token so far), the PRM's lead with its paired interval over problems, outcome AUROC of the ORM, and
+   how often the first wrong step is the step each locates (its largest drop), its lowest-scored, and
+   its first scored below 1/2. What each buys in best-of-N is search.py's grid: selection lives there.
 
     python train_prm.py --preset tiny --out out/tiny                  # reads out/tiny/{data,sft}
     python train_prm.py --preset tiny --out out/tiny --labels mc-hard # learn from rollouts, no oracle
     python train_prm.py --preset tiny --out out/tiny --only orm       # the ORM alone (run.sh: on the other lane),
     python train_prm.py --preset tiny --out out/tiny --only prm       #   the PRM alone,
     python train_prm.py --preset tiny --out out/tiny --only evaluate  #   then the two judged side by side
-
+    (after a kill, the same command with --resume samples the solutions again and continues the training)
 What it writes, and what search.py and train_rl.py may rely on:
   DIR/prm/ckpt.pt       the PRM, a GPT checkpoint (model.load_checkpoint). Its scalar head at a
                         token gives the logit that the solution up to there is still right; a
                         step's score is the lowest over its tokens, the end-of-text token ending
                         the answer line as a last step. reward.step_scores reads them all in one
                         forward pass; reward.aggregate turns them into one score (min, prod, last).
-  DIR/prm/orm.pt        the ORM, the same architecture: the logit that the final answer is
-                        right, read at the last token (reward.outcome_scores). Each checkpoint
-                        keeps what its training was (settings, loss, tokens, seconds), so that
-                        --only evaluate can judge two trained apart and refuse a mismatched pair.
-  DIR/prm/metrics.json  step_auroc (test problems of the training difficulties), per bin, the
-                        verifiers head to head (verifiers_by_difficulty), the first-error rates,
-                        the Monte Carlo agreement curve, preset, device, wall time.
-Runs on one process (the work is sampling, not training); under torchrun it stops with an error.
+  DIR/prm/orm.pt        the ORM, the same architecture: the logit that the final answer is right,
+                        read at the last token (reward.outcome_scores). Each checkpoint keeps its
+                        training's settings, loss, tokens and seconds: --only evaluate refuses a
+                        pair trained apart with other settings.
+  DIR/prm/metrics.json  step_auroc (test problems of the training difficulties), per bin the verifiers
+                        head to head (verifiers_by_difficulty), the first-error rates, the Monte Carlo
+                        agreement curve, preset, device, wall time. One process (the work is sampling).
 """
 import os
 import random
@@ -63,11 +60,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import (PRESETS, UserError, auroc, auroc_difference, autocast, count, flops, group_by_difficulty, lr_at, make_optimizer,
-                    parse, read_split, read_task, run_cli, sample_and_verify, setup_device, stage_parser, teardown, write_json)
-from data.task import BACK, EOT, PAD, STEP, Problem, parse_problem, prompt_text, step_text, values
+from common import (PRESETS, UserError, auroc, auroc_difference, autocast, count, flops, fmt, group_by_difficulty, load_optimizer,
+                    lr_at, make_optimizer, parse, read_split, read_task, run_cli, sample_and_verify, setup_device, stage_parser,
+                    teardown, write_json)
+from data.task import EOT, PAD, STEP, Problem, parse_problem, prompt_text, step_text, values
 from data.tokenizer import decode, encode, special_id
-from data.verify import verify
+from data.verify import take_backs, verify
 from model import load_checkpoint, model_from_checkpoint, save_checkpoint
 from reward import load_reward_model, outcome_scores, step_ends, step_scores, step_spans
 
@@ -135,14 +133,6 @@ def oracle_step_labels(problem, solution, p):
     if verdict.finished:
         labels.append(int(all(standing) and verdict.answer_correct))
     return labels
-
-
-def take_backs(text):
-    """A step's text without the back tokens it opens with, and how many there were."""
-    backs = 0
-    while text.startswith(BACK):
-        text, backs = text[len(BACK):], backs + 1
-    return text, backs
 
 
 def oracle_token_labels(s, p):
@@ -356,19 +346,28 @@ def reward_batch(examples, device):
     return x.to(device), targets.to(device)
 
 
-def train_reward_model(model, examples, steps, batch_size, lr, muon_lr, seed, desc, lm_weight=0.0):
+def train_reward_model(model, examples, steps, batch_size, lr, muon_lr, seed, desc, lm_weight=0.0, state_path=None, every=100):
     """Binary cross-entropy on the scalar head at the labelled positions; every weight trains,
     starting from the SFT policy's, which already reads the task, with the SFT's optimizer (Muon
     for the blocks' matrices, Adam for the rest). lm_weight adds the policy's own next-token
     loss on the tokens labelled right, weighted by the label: the trunk keeps predicting what a
     right solution writes next, the knowledge that judging a token needs (results/verifiers/README.md).
+    Every `every` steps the training state goes to state_path; where one is there, the run continues it.
     Returns the loss history and the number of tokens trained on (padding included: it is computed)."""
     device = model.wte.weight.device
     optimizer = make_optimizer(model, lr, muon_lr)
     g = torch.Generator().manual_seed(seed)
-    history, tokens = [], 0
+    history, tokens, start, fingerprint = [], 0, 0, hash(tuple((tuple(t), tuple(y)) for t, _, y in examples))
+    if state_path and os.path.exists(state_path):  # a killed run's weights, moments and batch draws
+        state = load_checkpoint(state_path, expect_config=model.cfg)
+        if state["examples"] == fingerprint:  # the solutions sampled again are the killed run's
+            model.load_state_dict(state["model"])
+            load_optimizer(optimizer, state["optimizer"])
+            g.set_state(state["generator"])
+            history, tokens, start = state["loss_history"], state["trained_tokens"], state["step"]
+        print(f"prm: {desc}: " + (f"resuming from step {start}" if start else "other solutions than the killed run's: from step 0"))
     model.train()
-    for step in (bar := tqdm(range(steps), desc=desc, leave=False)):
+    for step in (bar := tqdm(range(start, steps), initial=start, total=steps, desc=desc, leave=False)):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, group["peak_lr"], max(1, steps // 20))
         x, targets = reward_batch([examples[i] for i in torch.randint(len(examples), (batch_size,), generator=g)], device)
@@ -387,6 +386,9 @@ def train_reward_model(model, examples, steps, batch_size, lr, muon_lr, seed, de
         history.append(bce.item())  # the reward model's own loss
         tokens += x.numel()
         bar.set_postfix(loss=f"{history[-1]:.3f}")
+        if state_path and (step + 1) % every == 0 and step + 1 < steps:
+            save_checkpoint(state_path, model, step=step + 1, optimizer=optimizer.state_dict(), generator=g.get_state(),
+                            loss_history=history, trained_tokens=tokens, examples=fingerprint)
     model.eval()
     return history, tokens
 
@@ -428,6 +430,8 @@ def parse_args(argv):
     parser.add_argument("--only", choices=["prm", "orm", "evaluate"], help="one part, so that two processes can share the "
                         "work: train the PRM, or the ORM (each on its own draw of the same solutions), or judge the two "
                         "already trained (default: all three)")
+    parser.add_argument("--resume", action="store_true", help="continue a killed run's training of the PRM or ORM "
+                        "(DIR/prm/KIND_train.pt) after sampling its solutions again")
     return parse(parser, argv, lambda preset, args: preset.prm)
 
 
@@ -453,13 +457,17 @@ def make_labels(args, policy, train, p, temperature, generator, gen_batch):
 def train_verifier(args, sft, examples, batch_size, device, kind, facts):
     """Phase 3, for one reward model: from the SFT weights, judging every token; saved with what
     the evaluation reports of its training (facts). Returns its training seconds."""
-    t = time.time()
+    t, state_path = time.time(), os.path.join(args.out, "prm", f"{kind}_train.pt")  # the training so far, for --resume
+    if not args.resume and os.path.exists(state_path):
+        os.remove(state_path)
     model = model_from_checkpoint(sft, attn=args.attn).to(device)
     history, tokens = train_reward_model(model, examples, args.steps, batch_size, args.lr, args.muon_lr, args.seed,
-                                         f"{kind} train", args.lm_weight)
+                                         f"{kind} train", args.lm_weight, state_path)
     seconds = dict(facts.pop("seconds"), train=time.time() - t)
     save_checkpoint(reward_model_path(args.out, kind), model, kind=kind, labels=args.labels, loss_history=history,
                     trained_tokens=tokens, seconds=seconds, **facts, **training_settings(args, sft))
+    if os.path.exists(state_path):
+        os.remove(state_path)
     print(f"prm: trained the {kind.upper()} for {args.steps} steps: final loss {history[-1]:.3f}")
 
 
@@ -505,8 +513,8 @@ def main(argv=None):
         t = time.time()
         labels, label_tokens, agreement = make_labels(args, policy, train, task.p, temperature, generator, gen_batch)
         facts = dict(sampled, seconds=dict(sampled["seconds"], label=time.time() - t), monte_carlo_label_tokens=label_tokens,
-                     monte_carlo_rollouts=args.rollouts if args.labels != "oracle" else None, monte_carlo_agreement=agreement, train_solutions=len(train),
-                     train_answer_accuracy=sum(s.correct for s in train) / len(train),
+                     monte_carlo_rollouts=args.rollouts if args.labels != "oracle" else None, monte_carlo_agreement=agreement,
+                     train_solutions=len(train), train_answer_accuracy=sum(s.correct for s in train) / len(train),
                      train_step_labels=sum(len(s.labels) for s in train), train_step_right_fraction=right_steps(train))
         train_verifier(args, sft, token_examples(train, labels), batch_size, d.device, "prm", facts)
     if args.only in (None, "orm"):
@@ -546,14 +554,10 @@ def evaluate(args, policy, task, d, temperature, gen_batch, sft):
     p, o = ckpts["prm"], ckpts["orm"]
     seconds = {**p["seconds"], **{f"orm_{k}": v for k, v in o["seconds"].items()}, "evaluate": time.time() - t}
     metrics = {
-        "stage": "prm", "preset": args.preset, "device": str(d.device), "labels": p["labels"],
-        "train_solutions": p["train_solutions"], "temperature": temperature,
-        "train_answer_accuracy": p["train_answer_accuracy"],
-        "train_step_labels": p["train_step_labels"], "train_step_right_fraction": p["train_step_right_fraction"],
-        "monte_carlo_rollouts": p.get("monte_carlo_rollouts"),
-        "monte_carlo_label_tokens": p["monte_carlo_label_tokens"],
-        "steps": p["step"], "batch_size": PRESETS[args.preset].prm.batch_size, "lr": p["lr"], "muon_lr": p["muon_lr"],
-        "lm_weight": p["lm_weight"],
+        "stage": "prm", "preset": args.preset, "device": str(d.device), "temperature": temperature,
+        **{k: p.get(k) for k in ("labels", "train_solutions", "train_answer_accuracy", "train_step_labels", "train_step_right_fraction",
+                                 "monte_carlo_rollouts", "monte_carlo_label_tokens", "lr", "muon_lr", "lm_weight")},
+        "steps": p["step"], "batch_size": PRESETS[args.preset].prm.batch_size,
         "train_flops": flops(prm.flop_params(), trained_tokens=p["trained_tokens"] + o["trained_tokens"],
                              forward_tokens=p["sampled_tokens"] + o["sampled_tokens"] + p["monte_carlo_label_tokens"]),
         "prm_final_loss": p["loss_history"][-1], "orm_final_loss": o["loss_history"][-1],
@@ -581,10 +585,6 @@ def evaluation_samples(policy, prm, orm, test, n_eval, k, temperature, p, genera
     return samples, bins
 
 
-def fmt(x):
-    return "n/a" if x is None else f"{x:.3f}"
-
-
 def verifier_summary(rows, train_max_d):
     """One line per bin: the PRM against the policy's confidence and the ORM."""
     return "\n".join(
@@ -595,4 +595,4 @@ def verifier_summary(rows, train_max_d):
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, resumable=True)

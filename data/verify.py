@@ -52,6 +52,14 @@ def _check_step(text, defs, truth, known):
     return var if _number(r) == truth[var] else None
 
 
+def take_backs(text):
+    """A step's text without the back tokens it opens with, and how many there were."""
+    backs = 0
+    while text.startswith(BACK):
+        text, backs = text[len(BACK):], backs + 1
+    return text, backs
+
+
 def verify(problem, solution, p):
     """Check a chain of thought against the problem. Returns a Verdict; never raises."""
     verdict = Verdict()
@@ -64,9 +72,7 @@ def verify(problem, solution, p):
     known = {v for v, a in defs.items() if a.op is None}
     history = []  # per live step, the variable it newly made known (None if it made none)
     for raw in steps:
-        backs = 0
-        while raw.startswith(BACK):
-            raw, backs = raw[len(BACK):], backs + 1
+        raw, backs = take_backs(raw)
         ok = backs <= len(history)
         for _ in range(min(backs, len(history))):
             undone = history.pop()

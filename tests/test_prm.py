@@ -3,6 +3,7 @@ import os
 import random
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import torch
@@ -318,3 +319,42 @@ def test_the_prm_and_the_orm_trained_apart_are_judged_as_if_trained_together(sft
     train_prm.main([*apart, "--only", "orm", "--steps", "2"])  # an ORM trained otherwise is no fair baseline
     with pytest.raises(common.UserError, match="trained apart with other settings"):
         train_prm.main([*apart, "--only", "evaluate"])
+
+
+def test_a_killed_reward_model_training_resumes_to_the_weights_of_an_unbroken_run(sft_dir, tmp_path, monkeypatch, capsys):
+    """run.sh reruns a killed PRM stage with --resume: the solutions are sampled again (the same seed draws
+    the same ones) and training goes on from the last saved step; other solutions start it over."""
+    monkeypatch.setattr(train_prm, "train_reward_model", partial(train_prm.train_reward_model, every=2))
+    lr_at = train_prm.lr_at
+
+    def flags(name, problems="6"):
+        out = tmp_path / name
+        out.mkdir(exist_ok=True)
+        for x in ("data", "sft"):
+            if not (out / x).exists():
+                os.symlink(sft_dir / x, out / x)
+        return ["--preset", "test", "--out", str(out), "--problems", problems, "--agreement-samples", "2", "--steps", "6", "--only", "prm"]
+
+    def killed_at_step_5(step, *rest):
+        if step == 5:
+            raise KeyboardInterrupt
+        return lr_at(step, *rest)
+
+    def kill(name):
+        monkeypatch.setattr(train_prm, "lr_at", killed_at_step_5)
+        with pytest.raises(KeyboardInterrupt):
+            train_prm.main(flags(name))
+        monkeypatch.setattr(train_prm, "lr_at", lr_at)
+        assert torch.load(tmp_path / name / "prm" / "prm_train.pt", weights_only=True)["step"] == 4
+
+    train_prm.main(flags("whole"))
+    kill("killed")
+    train_prm.main(flags("killed") + ["--resume"])
+    assert "prm train: resuming from step 4" in capsys.readouterr().out
+    assert not os.path.exists(tmp_path / "killed" / "prm" / "prm_train.pt")  # the finished model replaces it
+    whole, resumed = (load_checkpoint(str(tmp_path / name / "prm" / "ckpt.pt")) for name in ("whole", "killed"))
+    assert resumed["loss_history"] == whole["loss_history"] and len(whole["loss_history"]) == 6
+    assert all(torch.equal(whole["model"][k], resumed["model"][k]) for k in whole["model"])
+    kill("other")
+    train_prm.main(flags("other", problems="5") + ["--resume"])
+    assert "other solutions than the killed run's: from step 0" in capsys.readouterr().out
