@@ -13,6 +13,7 @@ import torch
 
 import attention as attention_lib
 from attention import TiledAttention, attention, cuda_kernel_unavailable
+from model import GPT, GPTConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # odd lengths against tile sizes: one row, partial tiles, one short of a tile and one past it, square and
@@ -373,9 +374,9 @@ def test_cuda_kernel_backward_is_deterministic(flash, D):
 @pytest.mark.gpu
 def test_model_uses_the_kernel_under_autocast(flash):
     forget_cuda_warnings()
-    cfg = attention_lib.GPTConfig(vocab_size=300, block_size=128, n_layer=2, n_head=2, n_embd=128)  # head dim 64
+    cfg = GPTConfig(vocab_size=300, block_size=128, n_layer=2, n_head=2, n_embd=128)  # head dim 64
     torch.manual_seed(0)
-    net = attention_lib.GPT(cfg, attn="cuda").cuda()
+    net = GPT(cfg, attn="cuda").cuda()
     assert net.attn == "cuda"
     x = torch.randint(0, 300, (2, 100), device="cuda")
     with warnings.catch_warnings():
