@@ -6,25 +6,23 @@ so it can point at the first mistake and rank solutions by how sound they are, n
 where they land (Lightman et al. 2023, "Let's Verify Step by Step"). o1 needs such a judge
 twice: as a reward for RL (train_rl.py) and to steer search at test time (search.py).
 
-1. Sample one solution to each of P training problems from the SFT policy at temperature 1
-   (one batched, KV-cached generate call per batch): the policy's own mistakes are the ones a
-   PRM must catch (results/verifiers/README.md: flawed copies of reference solutions taught it
-   mistakes the policy does not make).
-2. Label every token. The oracle: 1 while the text so far can still become a right solution,
-   0 from the first token that cannot (the verifier, data/verify.py, and the first-error rule).
-   Monte Carlo, as a lab without an oracle must (Wang et al. 2023, "Math-Shepherd"): from the
-   prefix that ends at a step, roll out M completions; the hard label is 1 if any reaches the
-   right answer, the soft label the fraction that do; every token of the step carries it. How
-   well they agree with the oracle for M = 1, 4, 16, and what they cost in generated tokens, is
-   measured on a subset.
-3. Train the PRM: the SFT weights with the scalar head, binary cross-entropy at every solution
-   token on the chosen labels (--labels oracle|mc-hard|mc-soft). A step scores its weakest token:
-   the mistake is judged where it is made, so no single position has to re-derive a whole step,
-   which a 2-layer trunk cannot (results/verifiers/README.md). Beside it, the policy's own
-   next-token loss on the tokens labelled right keeps the trunk a policy: on the reward loss alone
-   fine-tuning wears away what SFT knew about the next token, the knowledge a judge of each token
-   needs. The ORM baseline learns the final answer's correctness at every token (Cobbe et al.
-   2021), trained the same way, and is read at the last.
+1. Sample one solution to each of P training problems from the SFT policy at temperature 1 (one
+   batched, KV-cached generate call per batch): the policy's own mistakes are the ones a PRM must
+   catch (results/verifiers/README.md: flawed copies of reference solutions taught it mistakes the
+   policy does not make).
+2. Label every token. The oracle: 1 while the text so far can still become a right solution, 0 from
+   the first token that cannot (the verifier, data/verify.py, and the first-error rule). Monte Carlo,
+   as a lab without an oracle must (Wang et al. 2023, "Math-Shepherd"): from the prefix that ends at
+   a step, roll out M completions; the hard label is 1 if any reaches the right answer, the soft label
+   the fraction that do; every token of the step carries it. How well they agree with the oracle for
+   M = 1, 4, 16, and what they cost in generated tokens, is measured on a subset.
+3. Train the PRM: the SFT weights with the scalar head, binary cross-entropy at every solution token
+   on the chosen labels (--labels oracle|mc-hard|mc-soft). A step scores its weakest token: the
+   mistake is judged where it is made, so no single position has to re-derive a whole step, which a
+   2-layer trunk cannot (results/verifiers/README.md). Beside it, the policy's own next-token loss on
+   the tokens labelled right keeps the trunk a policy: on the reward loss alone fine-tuning wears away
+   what SFT knew about the next token, the knowledge a judge of each token needs. The ORM baseline
+   learns the final answer's correctness at every token (Cobbe et al. 2021), trained the same way.
 4. Evaluate the verifiers head to head on the policy's own samples of test problems, per bin: step
    AUROC against the oracle of the PRM and of the policy's confidence (no training: its least likely
    token so far), the PRM's lead with its paired interval over problems, outcome AUROC of the ORM, and
@@ -55,6 +53,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -346,26 +345,26 @@ def reward_batch(examples, device):
     return x.to(device), targets.to(device)
 
 
-def train_reward_model(model, examples, steps, batch_size, lr, muon_lr, seed, desc, lm_weight=0.0, state_path=None, every=100):
+def train_reward_model(model, examples, steps, batch_size, lr, muon_lr, seed, desc, lm_weight=0.0, state=None, every=100):
     """Binary cross-entropy on the scalar head at the labelled positions; every weight trains,
     starting from the SFT policy's, which already reads the task, with the SFT's optimizer (Muon
     for the blocks' matrices, Adam for the rest). lm_weight adds the policy's own next-token
     loss on the tokens labelled right, weighted by the label: the trunk keeps predicting what a
     right solution writes next, the knowledge that judging a token needs (results/verifiers/README.md).
-    Every `every` steps the training state goes to state_path; where one is there, the run continues it.
-    Returns the loss history and the number of tokens trained on (padding included: it is computed)."""
+    state = (path, the run's fingerprint): the training so far goes there every `every` steps, and a saved
+    one of the same run is continued (--resume). Returns the loss history and the tokens trained on (padding included)."""
     device = model.wte.weight.device
     optimizer = make_optimizer(model, lr, muon_lr)
     g = torch.Generator().manual_seed(seed)
-    history, tokens, start, fingerprint = [], 0, 0, hash(tuple((tuple(t), tuple(y)) for t, _, y in examples))
-    if state_path and os.path.exists(state_path):  # a killed run's weights, moments and batch draws
-        state = load_checkpoint(state_path, expect_config=model.cfg)
-        if state["examples"] == fingerprint:  # the solutions sampled again are the killed run's
-            model.load_state_dict(state["model"])
-            load_optimizer(optimizer, state["optimizer"])
-            g.set_state(state["generator"])
-            history, tokens, start = state["loss_history"], state["trained_tokens"], state["step"]
-        print(f"prm: {desc}: " + (f"resuming from step {start}" if start else "other solutions than the killed run's: from step 0"))
+    (path, run), history, tokens, start = state or (None, None), [], 0, 0
+    if path and os.path.exists(path):  # a killed run's weights, moments and batch draws
+        saved = load_checkpoint(path, expect_config=model.cfg)
+        if saved["run"] == run:  # the same solutions (sampled again) and the same settings
+            model.load_state_dict(saved["model"])
+            load_optimizer(optimizer, saved["optimizer"])
+            g.set_state(saved["generator"])
+            history, tokens, start = saved["loss_history"], saved["trained_tokens"], saved["step"]
+        print(f"prm: {desc}: " + (f"resuming from step {start}" if start else "another run's (other solutions or settings): from step 0"))
     model.train()
     for step in (bar := tqdm(range(start, steps), initial=start, total=steps, desc=desc, leave=False)):
         for group in optimizer.param_groups:
@@ -386,9 +385,9 @@ def train_reward_model(model, examples, steps, batch_size, lr, muon_lr, seed, de
         history.append(bce.item())  # the reward model's own loss
         tokens += x.numel()
         bar.set_postfix(loss=f"{history[-1]:.3f}")
-        if state_path and (step + 1) % every == 0 and step + 1 < steps:
-            save_checkpoint(state_path, model, step=step + 1, optimizer=optimizer.state_dict(), generator=g.get_state(),
-                            loss_history=history, trained_tokens=tokens, examples=fingerprint)
+        if path and (step + 1) % every == 0 and step + 1 < steps:
+            save_checkpoint(path, model, step=step + 1, optimizer=optimizer.state_dict(), generator=g.get_state(),
+                            loss_history=history, trained_tokens=tokens, run=run)
     model.eval()
     return history, tokens
 
@@ -455,19 +454,22 @@ def make_labels(args, policy, train, p, temperature, generator, gen_batch):
 
 
 def train_verifier(args, sft, examples, batch_size, device, kind, facts):
-    """Phase 3, for one reward model: from the SFT weights, judging every token; saved with what
-    the evaluation reports of its training (facts). Returns its training seconds."""
-    t, state_path = time.time(), os.path.join(args.out, "prm", f"{kind}_train.pt")  # the training so far, for --resume
-    if not args.resume and os.path.exists(state_path):
-        os.remove(state_path)
+    """Phase 3, for one reward model: from the SFT weights, judging every token; saved with what the
+    evaluation reports of its training (facts). With --resume, one this run finished before a kill is kept."""
+    t, path, state_path = time.time(), reward_model_path(args.out, kind), os.path.join(args.out, "prm", f"{kind}_train.pt")
+    run = f"{sorted(training_settings(args, sft).items())} {batch_size} {hash(tuple((tuple(x), tuple(y)) for x, _, y in examples))}"
+    if args.resume and os.path.exists(path) and load_checkpoint(path).get("run") == run:
+        print(f"prm: the {kind.upper()} in {path} is this run's, finished before the kill: kept")
+        return
+    if not args.resume:  # an older run's training is never to be continued by this one
+        Path(state_path).unlink(missing_ok=True)
     model = model_from_checkpoint(sft, attn=args.attn).to(device)
     history, tokens = train_reward_model(model, examples, args.steps, batch_size, args.lr, args.muon_lr, args.seed,
-                                         f"{kind} train", args.lm_weight, state_path)
+                                         f"{kind} train", args.lm_weight, (state_path, run))
     seconds = dict(facts.pop("seconds"), train=time.time() - t)
-    save_checkpoint(reward_model_path(args.out, kind), model, kind=kind, labels=args.labels, loss_history=history,
-                    trained_tokens=tokens, seconds=seconds, **facts, **training_settings(args, sft))
-    if os.path.exists(state_path):
-        os.remove(state_path)
+    save_checkpoint(path, model, kind=kind, labels=args.labels, loss_history=history, trained_tokens=tokens, seconds=seconds,
+                    run=run, **facts, **training_settings(args, sft))
+    Path(state_path).unlink(missing_ok=True)
     print(f"prm: trained the {kind.upper()} for {args.steps} steps: final loss {history[-1]:.3f}")
 
 

@@ -323,38 +323,47 @@ def test_the_prm_and_the_orm_trained_apart_are_judged_as_if_trained_together(sft
 
 def test_a_killed_reward_model_training_resumes_to_the_weights_of_an_unbroken_run(sft_dir, tmp_path, monkeypatch, capsys):
     """run.sh reruns a killed PRM stage with --resume: the solutions are sampled again (the same seed draws
-    the same ones) and training goes on from the last saved step; other solutions start it over."""
+    the same ones) and training goes on from the last saved step; other solutions or settings start it over."""
     monkeypatch.setattr(train_prm, "train_reward_model", partial(train_prm.train_reward_model, every=2))
-    lr_at = train_prm.lr_at
+    reward_batch = train_prm.reward_batch
 
-    def flags(name, problems="6"):
+    def flags(name, *more, only="prm"):
         out = tmp_path / name
         out.mkdir(exist_ok=True)
         for x in ("data", "sft"):
             if not (out / x).exists():
                 os.symlink(sft_dir / x, out / x)
-        return ["--preset", "test", "--out", str(out), "--problems", problems, "--agreement-samples", "2", "--steps", "6", "--only", "prm"]
+        return ["--preset", "test", "--out", str(out), "--problems", "6", "--agreement-samples", "2", "--steps", "6",
+                "--eval-problems", "2", *more] + (["--only", only] if only else [])
 
-    def killed_at_step_5(step, *rest):
-        if step == 5:
-            raise KeyboardInterrupt
-        return lr_at(step, *rest)
+    def kill(name, only="prm", at_batch=5):  # the kill comes as the at_batch-th training batch is drawn
+        drawn = []
 
-    def kill(name):
-        monkeypatch.setattr(train_prm, "lr_at", killed_at_step_5)
+        def batch_or_kill(*args):
+            drawn.append(args)
+            if len(drawn) == at_batch:
+                raise KeyboardInterrupt
+            return reward_batch(*args)
+
+        monkeypatch.setattr(train_prm, "reward_batch", batch_or_kill)
         with pytest.raises(KeyboardInterrupt):
-            train_prm.main(flags(name))
-        monkeypatch.setattr(train_prm, "lr_at", lr_at)
-        assert torch.load(tmp_path / name / "prm" / "prm_train.pt", weights_only=True)["step"] == 4
+            train_prm.main(flags(name, only=only))
+        monkeypatch.setattr(train_prm, "reward_batch", reward_batch)
 
     train_prm.main(flags("whole"))
     kill("killed")
-    train_prm.main(flags("killed") + ["--resume"])
+    assert torch.load(tmp_path / "killed" / "prm" / "prm_train.pt", weights_only=True)["step"] == 4
+    train_prm.main(flags("killed", "--resume"))
     assert "prm train: resuming from step 4" in capsys.readouterr().out
     assert not os.path.exists(tmp_path / "killed" / "prm" / "prm_train.pt")  # the finished model replaces it
     whole, resumed = (load_checkpoint(str(tmp_path / name / "prm" / "ckpt.pt")) for name in ("whole", "killed"))
     assert resumed["loss_history"] == whole["loss_history"] and len(whole["loss_history"]) == 6
     assert all(torch.equal(whole["model"][k], resumed["model"][k]) for k in whole["model"])
-    kill("other")
-    train_prm.main(flags("other", problems="5") + ["--resume"])
-    assert "other solutions than the killed run's: from step 0" in capsys.readouterr().out
+    for name, other in (("problems", ["--problems", "5"]), ("lr", ["--lr", "0.5"])):
+        kill(name)
+        train_prm.main(flags(name, *other, "--resume"))
+        assert "prm train: another run's (other solutions or settings): from step 0" in capsys.readouterr().out
+    kill("both", only=None, at_batch=6 + 5)  # all three parts in one process, killed in the ORM's training
+    train_prm.main(flags("both", "--resume", only=None))
+    said = capsys.readouterr().out
+    assert "is this run's, finished before the kill: kept" in said and "orm train: resuming from step 4" in said
