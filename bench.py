@@ -1,14 +1,14 @@
 """Speed: what the KV cache buys in generation, and what training costs per preset.
 
-    python bench.py                      # generation at the small preset's model size
+    python bench.py                      # every section (attention on a GPU only), at the small preset's size
     python bench.py --preset small --save results/bench.json
 
 1. Generation: greedy decoding of 512 new tokens, with the KV cache (model.generate: each new
    token costs one position of work) against the plain loop that re-runs the full forward over
    the whole sequence for every token. Both produce the same tokens; the ratio is what the
    cache is worth, measured in one run (each loop 3 times, interleaved, the fastest kept).
-2. Training: tokens per second and peak memory of one SFT step (forward, backward, AdamW) at
-   each preset's model size and micro-batch, on batches of real task problems.
+2. Training: tokens per second and peak memory of one SFT step (forward, backward, SFT's Muon and
+   Adam) at each preset's model size and micro-batch, on batches of real task problems.
 3. Attention (GPU only; `python bench.py --attention` runs this part alone): causal bf16
    attention by kernels.cu (`cuda`), torch SDPA's flash backend (`sdpa`) and the explicit
    softmax (`math`), forward and forward+backward TFLOP/s for sequences 512..8192 and head dims
@@ -22,7 +22,7 @@
 
 Absolute times depend on the machine: quote them with the hardware; compare ratios.
 """
-import json
+import os
 import platform
 import random
 import resource
@@ -31,7 +31,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from common import PRESETS, Parser, autocast, make_batch, setup_device
+from common import PRESETS, Parser, autocast, encode_examples, make_batch, make_optimizer, run_cli, setup_device, write_json
 from data.task import PAD, generate_problem, prompt_text, solution_text
 from data.tokenizer import encode, special_id
 from model import GPT, generate
@@ -78,15 +78,13 @@ def bench_generation(preset, device, n_new=512, repeats=3):
 
 def bench_training(preset, device, steps=5, attn="sdpa"):
     rng, task = random.Random(0), preset.task
-    examples = []
-    for _ in range(preset.sft.micro_batch):
-        problem = generate_problem(rng, rng.randint(1, task.max_train_d), task)
-        prompt = encode(prompt_text(problem.text()))
-        examples.append((prompt + encode(solution_text(problem, task.p)), len(prompt)))
+    problems = [generate_problem(rng, rng.randint(1, task.max_train_d), task) for _ in range(preset.sft.micro_batch)]
+    examples = encode_examples([{"problem": pr.text(), "solution": solution_text(pr, task.p)} for pr in problems])
     x, y = make_batch(examples, device)
     torch.manual_seed(0)
     model = GPT(preset.model_config(), attn=attn).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.scalar_head.requires_grad_(False)  # as in SFT
+    optimizer = make_optimizer(model, preset.sft.lr, preset.sft.muon_lr)
 
     def step():
         with autocast(device):
@@ -235,7 +233,7 @@ def print_search(r, name):
 
 def main():
     parser = Parser(description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=PRESETS, help="model size for the generation benchmark (default: small)")
+    parser.add_argument("--preset", choices=PRESETS, help="model size for the generation and search benchmarks (default: small)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--save", metavar="FILE", help="also write the numbers to FILE as JSON")
     parser.add_argument("--attention", action="store_true", help="only the attention benchmark (section 3; needs a GPU)")
@@ -248,20 +246,11 @@ def main():
     if args.attention:
         if device.type != "cuda":
             raise SystemExit("bench.py --attention: needs a CUDA GPU (kernels.cu, SDPA's flash backend)")
-        attn = run_attention(device)
-        if args.save:
-            with open(args.save, "w") as f:
-                json.dump({"hardware": hardware, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-                           "attention": attn}, f, indent=2)
-        return
+        return save(args.save, hardware, attention=run_attention(device))
     if args.search:
         search_speed = bench_search(PRESETS[name], device)
         print_search(search_speed, name)
-        if args.save:
-            with open(args.save, "w") as f:
-                json.dump({"hardware": hardware, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-                           "search": search_speed, "search_preset": name}, f, indent=2)
-        return
+        return save(args.save, hardware, search=search_speed, search_preset=name)
 
     gen = bench_generation(PRESETS[name], device)
     print(f"\ngeneration, preset {name} model, batch 1, {gen['new_tokens']} new tokens (greedy)")
@@ -270,7 +259,7 @@ def main():
     print(f"KV cache speed-up: {gen['speedup']:.1f}x (same tokens: {gen['same_tokens']:.0%})")
 
     train = {}
-    print("\ntraining step (forward, backward, AdamW)\n| preset | params | micro-batch | tokens/s | peak memory (MB) |\n|---|---:|---:|---:|---:|")
+    print("\ntraining step (forward, backward, SFT's Muon and Adam)\n| preset | params | micro-batch | tokens/s | peak memory (MB) |\n|---|---:|---:|---:|---:|")
     for preset_name in ("tiny", "small"):
         train[preset_name] = bench_training(PRESETS[preset_name], device)
         r = train[preset_name]
@@ -284,11 +273,13 @@ def main():
         print("\nattention kernels: skipped (no CUDA GPU: kernels.cu and SDPA's flash backend need one)")
     search_speed = bench_search(PRESETS[name], device)
     print_search(search_speed, name)
-    if args.save:
-        with open(args.save, "w") as f:
-            json.dump({"hardware": hardware, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
-                       "generation": gen, "generation_preset": name, "training": train, "attention": attn,
-                       "search": search_speed}, f, indent=2)
+    save(args.save, hardware, generation=gen, generation_preset=name, training=train, attention=attn, search=search_speed)
+
+
+def save(path, hardware, **numbers):
+    """--save FILE: the numbers with the hardware, torch and the date, written atomically (nothing without --save)."""
+    if path:
+        write_json(os.path.abspath(path), {"hardware": hardware, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), **numbers})
 
 
 def run_attention(device, sdpa_training=None):
@@ -307,4 +298,4 @@ def run_attention(device, sdpa_training=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -190,6 +190,8 @@ def parse(parser, argv, section=None):
     "a flag overrides the preset" is written (`is None`, so a flag given as 0 counts)."""
     args = parser.parse_args(argv)
     args.out = args.out or os.path.join("out", args.preset)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):  # before the stage's work, not after it
+        parser.error(f"--out {args.out}: a file, not a run directory")
     if section is not None:
         defaults = section(PRESETS[args.preset], args)
         for f in fields(defaults):

@@ -15,6 +15,8 @@ import random
 import sys
 import time
 
+from tqdm import tqdm
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
 
 from common import PRESETS, parse, run_cli, stage_parser, write_json  # noqa: E402
@@ -22,9 +24,9 @@ from data.task import prompt_text, sample_split, solution_text, difficulty  # no
 from data.tokenizer import encode, fingerprint, get_tokenizer  # noqa: E402
 
 
-def records(problems, p, rng=None, self_correct=0.0):
+def records(problems, p, rng=None, self_correct=0.0, desc=None):
     return [{"problem": pr.text(), "difficulty": difficulty(pr), "solution": solution_text(pr, p, rng, self_correct)}
-            for pr in problems]
+            for pr in tqdm(problems, desc=desc, disable=desc is None, leave=False)]
 
 
 def write_jsonl(path, rows):
@@ -46,8 +48,8 @@ def main(argv=None):
     task = preset.task
     train_range = list(range(1, task.max_train_d + 1))
     splits = {
-        "train": records(sample_split("train", preset.n_train, train_range, task, args.seed), task.p,
-                         random.Random(args.seed), args.self_correct),
+        "train": records(sample_split("train", preset.n_train, train_range, task, args.seed, "prepare: train problems"), task.p,
+                         random.Random(args.seed), args.self_correct, "prepare: their solutions"),
         "val": records(sample_split("val", preset.n_val, train_range, task, args.seed), task.p),
         "test": [r for d in range(1, task.max_eval_d + 1)
                  for r in records(sample_split("test", preset.n_test_per_bin, [d], task, args.seed), task.p)],

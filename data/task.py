@@ -26,6 +26,8 @@ import re
 import string
 from dataclasses import dataclass
 
+from tqdm import tqdm
+
 EOT, STEP, BACK, PAD = "<|endoftext|>", "<|step|>", "<|back|>", "<|pad|>"
 OPS = ("+", "-", "*")
 NAMES = string.ascii_lowercase  # one letter per variable: one token each
@@ -262,13 +264,15 @@ def split_of(problem):
     return "test" if h == 0 else "val" if h == 1 else "train"
 
 
-def sample_split(split, n, difficulties, cfg, seed):
-    """n problems of the given split, difficulties drawn uniformly, no problem twice."""
+def sample_split(split, n, difficulties, cfg, seed, desc=None):
+    """n problems of the given split, difficulties drawn uniformly, no problem twice (desc: a progress bar)."""
     rng, seen, out = random.Random(f"{seed}-{split}"), set(), []
-    while len(out) < n:
-        problem = generate_problem(rng, rng.choice(difficulties), cfg)
-        h = problem_hash(problem)
-        if split_of(problem) == split and h not in seen:
-            seen.add(h)
-            out.append(problem)
+    with tqdm(total=n, desc=desc, disable=desc is None, leave=False) as bar:
+        while len(out) < n:
+            problem = generate_problem(rng, rng.choice(difficulties), cfg)
+            h = problem_hash(problem)
+            if split_of(problem) == split and h not in seen:
+                seen.add(h)
+                out.append(problem)
+                bar.update()
     return out

@@ -77,3 +77,11 @@ def test_a_device_this_code_cannot_use_is_one_line(device, words):
     from common import UserError, setup_device
     with pytest.raises(UserError, match=words):
         setup_device(device)
+
+
+@pytest.mark.parametrize("script", ["data.prepare", "train_sft", "train_prm", "train_rl", "search"])
+def test_an_out_that_is_a_file_is_refused_before_anything_runs(script, tmp_path):
+    main = __import__(script, fromlist=["main"]).main
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SystemExit, match="--out .*afile: a file, not a run directory"):
+        main(["--preset", "test", "--out", str(tmp_path / "afile")])
