@@ -68,7 +68,13 @@ def test_ddp_with_two_gloo_processes_gives_the_loss_of_one_process(data_dir, tmp
                "train_sft.py", "--preset", "test", "--out", str(tmp_path / name), "--device", "cpu",
                "--micro-batch", "8"]  # the whole batch: each of two processes takes half of it
         env = dict(os.environ, OMP_NUM_THREADS="1")
-        subprocess.run(cmd, cwd=ROOT, check=True, env=env, capture_output=True)
+        # gloo aborted 2 runs of about 30 on a loaded 2-core machine ("terminate called without an active
+        # exception", inside torch, mid-training): such a run is tried once more; any other failure is not
+        for attempt in (1, 2):
+            run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+            if run.returncode == 0 or "SIGABRT" not in run.stderr:
+                break
+        assert run.returncode == 0, run.stderr[-2000:]
         metrics = __import__("json").load(open(tmp_path / name / "sft" / "metrics.json"))
         histories.append((metrics["processes"], metrics["loss_history"]))
     (p1, one), (p2, two) = histories
