@@ -75,6 +75,11 @@ MUTATIONS = [
     ("--resume bringing back the saved learning rates over this run's flags", "common.py",
      "        group.update(rate)", "        pass", "tests/test_common.py"),
     ("a counting flag accepting 0", "common.py", "if value < lowest:", "if value < 0:", "tests/test_cli.py"),
+    ("a resumed reward model drawing other batches than the killed run would have", "train_prm.py",
+     '            g.set_state(saved["generator"])', "            pass", "tests/test_prm.py"),
+    ("a reward model's resume taking a run with other settings for its own", "train_prm.py",
+     '    run = f"{sorted(training_settings(args, sft).items())} {batch_size} {hash(',
+     '    run = f"{batch_size} {hash(', "tests/test_prm.py"),
 ]
 
 

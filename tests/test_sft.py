@@ -70,7 +70,7 @@ def test_ddp_with_two_gloo_processes_gives_the_loss_of_one_process(data_dir, tmp
         env = dict(os.environ, OMP_NUM_THREADS="1")
         # gloo aborted 2 runs of about 30 on a loaded 2-core machine ("terminate called without an active
         # exception", inside torch, mid-training): such a run is tried once more; any other failure is not
-        for attempt in (1, 2):
+        for _ in range(2):
             run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
             if run.returncode == 0 or "SIGABRT" not in run.stderr:
                 break
