@@ -72,6 +72,7 @@ class RLConfig:
     max_grad_norm: float = 1.0   # gradient clipping
     critic_warmup: int = 2       # PPO: critic-only iterations first
     unfinished_penalty: float = 1.0  # subtracted from a solution with no end-of-text
+    train_d: tuple = ()          # training difficulties, equally often; (): each d in proportion to p (1 - p)
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,8 @@ PRESETS = {
                    n_layer=2, n_head=4, n_embd=96, block_size=160,
                    sft=SFTConfig(steps=1600, batch_size=64, micro_batch=64, lr=3e-3, warmup=60, eval_every=400,
                                  sweep_widths=(48,), sweep_steps=600),
+                   # RL on the hardest trained bin, 96 x 64 rollouts: the pipeline's first setting that moves it (results/rl)
+                   rl=RLConfig(iterations=96, train_d=(3,)),
                    search=SearchConfig(grid_problems=100, grid_problems_other=25)),
     # minutes on one GPU: the size the later stages use. Training difficulties 1..8 of 16
     # assignments, to match the tiny preset's graded profile in spirit (200 steps of its SFT ran on

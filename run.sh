@@ -47,10 +47,10 @@ stage prepare "$OUT/data/meta.json" "data/task.py data/tokenizer.py" \
 
 # The SFT policy first, with every core: everything after it needs it. Then two lanes side by
 # side, each with half the cores (on a 2-core CPU two 1-thread runs at once finish sooner than in
-# turn: small models do not use 2 threads well): the PRM, the verifiers' evaluation and the SFT
-# policy's search grid, beside the ORM, the extra SFT runs that need only the data (a smaller width
-# for the train-time against test-time exchange, the same width on self-correction traces), the
-# smaller policy's grid, and PPO.
+# turn: small models do not use 2 threads well): the PRM, the verifiers' evaluation, the SFT
+# policy's search grid, then a smaller width of SFT and its grid (the train-time against test-time
+# exchange), beside the ORM, PPO (once the PRM is there) and its grid, and the same SFT width on
+# self-correction traces.
 THREADS=$(( $("$PY" -c 'import os; print(os.cpu_count() or 2)') / 2 )); THREADS=$(( THREADS > 0 ? THREADS : 1 ))
 SIDE_LOG=$OUT/side_lane.log SIDE_SUMMARY=$OUT/side_lane.summary
 WIDTHS=$("$PY" -c "from common import PRESETS; print(*PRESETS['$PRESET'].sft.sweep_widths)")
@@ -78,30 +78,30 @@ verifier_and_search() {
     "$PY" train_prm.py "${common[@]}" --only evaluate
   stage "search (sft policy)" "$OUT/search/scaling.json" "$OUT/prm/metrics.json" \
     "$PY" search.py "${common[@]}" --method all --budget 1,4,8,16,64 --max-tree-budget 16 --policy sft  # best-of-64: over-optimisation?
-}
-extra_policies_and_rl() {
-  stage orm "$OUT/prm/orm.pt" "$OUT/sft/metrics.json" \
-    "$PY" train_prm.py "${common[@]}" --only orm $(resume_flag "$OUT/prm/orm_train.pt")  # the baseline verifier, off the main lane's path
   for W in $WIDTHS; do  # train-time against test-time compute: the same SFT at a smaller width, and its grid
     stage "sft (width $W)" "$OUT/sft_w$W/metrics.json" "$OUT/data/meta.json" \
       "$PY" train_sft.py "${common[@]}" --width "$W" $(resume_flag "$OUT/sft_w$W/ckpt.pt")
     stage "search (width $W)" "$OUT/search_sft_w$W/scaling.json" "$OUT/sft_w$W/metrics.json" \
       "$PY" search.py "${common[@]}" --method majority --budget 1,4,16 --policy "sft_w$W"
   done
-  # self-correction: traces where some steps are written wrong and then taken back, at width W
-  stage "prepare (self-correction traces)" "$SC/data/meta.json" "data/task.py data/tokenizer.py" \
-    "$PY" data/prepare.py --preset "$PRESET" --out "$SC" --seed "$SEED" --self-correct 0.2
-  stage "sft (self-correction, width $W)" "$SC/sft_w$W/metrics.json" "$SC/data/meta.json" \
-    "$PY" train_sft.py --preset "$PRESET" --out "$SC" --seed "$SEED" --width "$W" $(resume_flag "$SC/sft_w$W/ckpt.pt")
+}
+extra_policies_and_rl() {
+  stage orm "$OUT/prm/orm.pt" "$OUT/sft/metrics.json" \
+    "$PY" train_prm.py "${common[@]}" --only orm $(resume_flag "$OUT/prm/orm_train.pt")  # the baseline verifier, off the main lane's path
   until current "$OUT/prm/ckpt.pt" "$OUT/sft/metrics.json"; do sleep 2; done  # PPO's critic starts from the PRM
   stage rl "$OUT/rl/metrics.json" "$OUT/prm/ckpt.pt" \
     "$PY" train_rl.py "${common[@]}" $(resume_flag "$OUT/rl/ckpt.pt")
   stage "search (rl policy)" "$OUT/search_rl/scaling.json" "$OUT/rl/metrics.json" \
     "$PY" search.py "${common[@]}" --method majority --budget 1,4,8,16 --policy rl  # sharpening or learning?
+  # self-correction: traces where some steps are written wrong and then taken back, at width W
+  stage "prepare (self-correction traces)" "$SC/data/meta.json" "data/task.py data/tokenizer.py" \
+    "$PY" data/prepare.py --preset "$PRESET" --out "$SC" --seed "$SEED" --self-correct 0.2
+  stage "sft (self-correction, width $W)" "$SC/sft_w$W/metrics.json" "$SC/data/meta.json" \
+    "$PY" train_sft.py --preset "$PRESET" --out "$SC" --seed "$SEED" --width "$W" $(resume_flag "$SC/sft_w$W/ckpt.pt")
 }
 stage sft "$OUT/sft/metrics.json" "$OUT/data/meta.json" \
   "$PY" train_sft.py "${common[@]}" $(resume_flag "$OUT/sft/ckpt.pt")
-echo "run.sh: two lanes; the side lane (the ORM, extra SFT runs, their grid, then PPO) logs to $SIDE_LOG"
+echo "run.sh: two lanes; the side lane (the ORM, PPO and its grid, the self-correction SFT) logs to $SIDE_LOG"
 lanes verifier_and_search extra_policies_and_rl
 "$PY" report.py --out "$OUT"  # its verdict table has a column for every seed run so far (OUT, OUT_seed1, ...)
 [ "$OUT" = "$BASE" ] || [ ! -d "$BASE" ] || "$PY" report.py --out "$BASE"

@@ -23,7 +23,8 @@ implementation details of RLHF with PPO". No trick here is new; each is in one f
     python train_rl.py --preset tiny --out out/tiny/selfcorrect --policy sft_w48  # from another SFT policy
 
 The problems are drawn fresh from the training split at every iteration (not the ones SFT
-memorised), each difficulty in proportion to the variance of its reward under the SFT policy.
+memorised): the preset's difficulties (tiny: the hardest trained bin, where RL has the most to
+gain, results/rl/README.md), or with --train-d '' each in proportion to its reward's variance under the SFT policy.
 A collapse (entropy or length running away, unfinished solutions) stops the run with one line.
 
 Reads DIR/data, DIR/sft/ckpt.pt and, when there, DIR/prm/ckpt.pt (the value model starts from
@@ -357,8 +358,9 @@ def parse_args(argv=None):
     parser.add_argument("--eval-every", type=count(), help="iterations between validations and checkpoints (default: the preset's)")
     parser.add_argument("--policy", default="sft", help="the SFT stage RL starts from: DIR/sft, or another such as "
                         "DIR/sft_w48 (default: sft); writes DIR/rl, or DIR/rl_NAME for another")
-    parser.add_argument("--train-d", type=lambda s: [int(x) for x in s.split(",")],
-                        help="training difficulties, comma-separated, equally often (default: in proportion to p (1 - p), p the SFT accuracy)")
+    parser.add_argument("--train-d", type=lambda s: tuple(int(x) for x in s.split(",") if x),
+                        help="training difficulties, comma-separated, equally often; '' for each in proportion to p (1 - p), "
+                             "p the SFT accuracy (default: the preset's)")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/rl/ckpt.pt")
     args = parse(parser, argv, lambda preset, args: preset.rl)
     args.critic_lr = 10 * args.lr if args.critic_lr is None else args.critic_lr
