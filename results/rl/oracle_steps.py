@@ -15,33 +15,27 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 import train_rl  # noqa: E402
 from common import run_cli  # noqa: E402
+from data.task import parse_problem  # noqa: E402
+from data.tokenizer import decode  # noqa: E402
 from reward import step_ends  # noqa: E402
+from train_prm import oracle_step_labels  # noqa: E402
 
-_verdicts = []  # the last rollout's verdicts, in the order of its prompts
+_labels = []  # the last rollout's oracle step labels, in the order of its prompts
 _rollout = train_rl.rollout
 
 
-def rollout(*args, **kwargs):
-    prompts, responses, verdicts = _rollout(*args, **kwargs)
-    _verdicts[:] = verdicts
+def rollout(policy, records, task, temperature, generator):
+    prompts, responses, verdicts = _rollout(policy, records, task, temperature, generator)
+    _labels[:] = [oracle_step_labels(parse_problem(r["problem"], task.p), decode(response), task.p)
+                  for r, response in zip(records, responses)]
     return prompts, responses, verdicts
 
 
-def oracle_labels(verdict, n_ends):
-    """The first-error rule's label of each step end: the steps, then the answer line."""
-    labels, right = [], True
-    for ok in verdict.step_correct:
-        right = right and ok
-        labels.append(float(right))
-    labels.append(float(right and verdict.answer_correct))  # the end-of-text closes the answer line
-    return labels[:n_ends]
-
-
 def oracle_step_rewards(prm, prompts, responses, T):
+    """train_rl.prm_step_rewards with the oracle's label (train_prm.oracle_step_labels) in place of the PRM's probability."""
     rewards = torch.zeros(len(prompts), T)
-    for i, (p, r, v) in enumerate(zip(prompts, responses, _verdicts)):
-        ends = step_ends(p + r, len(p))
-        for position, label in zip(ends, oracle_labels(v, len(ends))):
+    for i, (p, r, labels) in enumerate(zip(prompts, responses, _labels)):
+        for position, label in zip(step_ends(p + r, len(p)), labels):
             rewards[i, position - 1] = label - 0.5
     return rewards
 
