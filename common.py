@@ -72,7 +72,7 @@ class RLConfig:
     max_grad_norm: float = 1.0   # gradient clipping
     critic_warmup: int = 2       # PPO: critic-only iterations first
     unfinished_penalty: float = 1.0  # subtracted from a solution with no end-of-text
-    train_d: tuple = ()          # training difficulties, equally often; (): each d in proportion to p (1 - p)
+    train_d: tuple = ()          # training difficulties, each as often as listed; (): each d in proportion to p (1 - p)
 
 
 @dataclass(frozen=True)

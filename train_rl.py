@@ -333,6 +333,11 @@ def training_mix(policy, task, device, n_per_difficulty, seed):
     return weights, {k: result[k] for k in ("accuracy_by_difficulty", "problems_by_difficulty", "interval_by_difficulty")}
 
 
+def listed_mix(train_d):
+    """--train-d: each difficulty as often as it is listed (3,3,1: d = 3 twice as often as d = 1)."""
+    return {d: train_d.count(d) / len(train_d) for d in sorted(set(train_d))}
+
+
 # ----------------------------------------------------------------------------- main
 
 def parse_args(argv=None):
@@ -359,7 +364,8 @@ def parse_args(argv=None):
     parser.add_argument("--policy", default="sft", help="the SFT stage RL starts from: DIR/sft, or another such as "
                         "DIR/sft_w48 (default: sft); writes DIR/rl, or DIR/rl_NAME for another")
     parser.add_argument("--train-d", type=lambda s: tuple(int(x) for x in s.split(",") if x),
-                        help="training difficulties, comma-separated, equally often; '' for each in proportion to p (1 - p), "
+                        help="training difficulties, comma-separated, each as often as listed (3,3,1: d = 3 twice as often); "
+                             "'' for each in proportion to p (1 - p), "
                              "p the SFT accuracy (default: the preset's)")
     parser.add_argument("--resume", action="store_true", help="continue from DIR/rl/ckpt.pt")
     args = parse(parser, argv, lambda preset, args: preset.rl)
@@ -401,7 +407,7 @@ def start_or_resume(args, m, ckpt_path, task, val, device):
         if os.path.exists(ckpt_path):  # an earlier run's: never to be taken for this run's last good checkpoint
             os.remove(ckpt_path)
         mix, mix_accuracy = training_mix(m.reference, task, device, max(1, PRESETS[args.preset].eval_problems // 2), args.seed)
-        mix = {d: 1 / len(args.train_d) for d in args.train_d} if args.train_d else mix
+        mix = listed_mix(args.train_d) if args.train_d else mix
         return 0, [], [{"iteration": 0, "accuracy": evaluate_policy(m.reference, val, task, device)["accuracy"]}], mix, mix_accuracy
     ckpt = load_checkpoint(ckpt_path, expect_config=m.policy.cfg)
     if (ckpt["algo"], ckpt["reward"]) != (args.algo, args.reward):

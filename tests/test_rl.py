@@ -313,3 +313,4 @@ def test_rollouts_go_where_the_reward_varies_on_new_problems(monkeypatch):
     assert counts[1] == 0 and 120 < counts[2] < 175 and counts[2] + counts[3] == 200
     from data.task import parse_problem, split_of
     assert all(split_of(parse_problem(r["problem"], task.p)) == "train" for r in problems)  # never val or test
+    assert train_rl.listed_mix((3, 3, 1)) == pytest.approx({1: 1 / 3, 3: 2 / 3})  # --train-d 3,3,1
