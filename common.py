@@ -135,8 +135,9 @@ PRESETS = {
                    n_layer=2, n_head=4, n_embd=96, block_size=160,
                    sft=SFTConfig(steps=1600, batch_size=64, micro_batch=64, lr=3e-3, warmup=60, eval_every=400,
                                  sweep_widths=(48,), sweep_steps=600),
-                   # RL on the hardest trained bin, 96 x 64 rollouts: the pipeline's first setting that moves it (results/rl)
-                   rl=RLConfig(iterations=96, train_d=(3,)),
+                   # RL: 64 rollouts an iteration on the hardest trained bin, 32 more on the easy ones, where an
+                   # extra step is punished (on d = 3 alone it learns to write more steps everywhere: results/rl)
+                   rl=RLConfig(iterations=96, rollouts=96, train_d=(1, 2, 3, 3, 3, 3)),
                    search=SearchConfig(grid_problems=100, grid_problems_other=25)),
     # minutes on one GPU: the size the later stages use. Training difficulties 1..8 of 16
     # assignments, to match the tiny preset's graded profile in spirit (200 steps of its SFT ran on
