@@ -1,8 +1,8 @@
 """What did RL change: the number of steps a policy writes, or the steps themselves?
 
 Greedy solutions of the test problems of each bin, split by the steps written against the d the
-problem needs (fewer, exactly d, more), with the answers right in each part; and the solutions that
-take a step back (the back token of self-correction traces). Experiment only; the results are in
+problem needs (fewer, exactly d, more; a step later taken back counts as written), with the answers
+right in each part; and the solutions that take a step back (the back token of self-correction traces). Experiment only; the results are in
 results/rl/README.md.
 
     python results/rl/steps.py OUT CKPT [CKPT ...]     # e.g. out/tiny out/tiny/sft/ckpt.pt out/tiny/rl/ckpt.pt
@@ -47,4 +47,6 @@ def main(out, *ckpts):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit("usage: python results/rl/steps.py OUT CKPT [CKPT ...]")
     main(*sys.argv[1:])
