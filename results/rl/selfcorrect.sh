@@ -4,7 +4,7 @@
 # trains the preset's own SFT on retry traces (a wrong step, the back token, the right step, at rate
 # 0.2 a step), then the preset's PPO from it (outcome reward, the value model from the SFT trunk), and
 # prints results/rl/steps.py's table (steps written, back-token use, right answers) for the pipeline's
-# SFT and RL policies and for these two. About 15 minutes on the 2-core CPU.
+# SFT and RL policies and for these two. About 10 minutes alone on the 2-core CPU (SFT, then PPO).
 #   bash results/rl/selfcorrect.sh [OUT]     # OUT: a finished `bash run.sh` (default out/tiny); writes OUT/selfcorrect_full
 set -euo pipefail
 cd "$(dirname "$0")/../.."
