@@ -23,8 +23,9 @@ implementation details of RLHF with PPO". No trick here is new; each is in one f
     python train_rl.py --preset tiny --out out/tiny/selfcorrect --policy sft_w48  # from another SFT policy
 
 The problems are drawn fresh from the training split at every iteration (not the ones SFT
-memorised): the preset's difficulties (tiny: the hardest trained bin, where RL has the most to
-gain, results/rl/README.md), or with --train-d '' each in proportion to its reward's variance under the SFT policy.
+memorised): the preset's difficulties (tiny: two thirds from the hardest trained bin, where RL has the
+most to gain, a third from the easy ones, where an extra step is punished: results/rl/README.md), or
+with --train-d '' each in proportion to its reward's variance under the SFT policy.
 A collapse (entropy or length running away, unfinished solutions) stops the run with one line.
 
 Reads DIR/data, DIR/sft/ckpt.pt and, when there, DIR/prm/ckpt.pt (the value model starts from
