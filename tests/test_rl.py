@@ -13,11 +13,11 @@ import torch
 
 import train_rl
 import train_sft
-from common import UserError
+from common import UserError, read_split, read_task
 from data.task import EOT, STEP
 from data.tokenizer import encode, get_tokenizer, special_id
 from data.verify import Verdict
-from model import GPT, CheckpointError, GPTConfig
+from model import GPT, CheckpointError, GPTConfig, load_checkpoint, model_from_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -211,7 +211,7 @@ def test_kill_and_resume_gives_the_same_run_and_writes_per_bin_metrics(sft_dir, 
     a = torch.load(whole / "rl" / "ckpt.pt", weights_only=True)
     b = torch.load(killed / "rl" / "ckpt.pt", weights_only=True)
     assert a["step"] == b["step"] == 3
-    assert all(torch.equal(a["policy"][k], b["policy"][k]) for k in a["policy"])
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(a["critic"][k], b["critic"][k]) for k in a["critic"])
     assert resumed["training_log"] == metrics["training_log"]
     assert [h["phase"] for h in metrics["training_log"]] == ["critic warm-up", "policy", "policy"]
@@ -229,12 +229,12 @@ def test_process_rewards_and_the_nan_guard_keeping_the_last_good_checkpoint(sft_
     flags = RL_FLAGS + ["--out", str(out), "--reward", "both", "--critic-warmup", "0"]
     train_rl.main(flags, stop_after=1)
     assert "reward both, value model from prm" in capsys.readouterr().out
-    good = torch.load(out / "rl" / "ckpt.pt", weights_only=True)["policy"]
+    good = torch.load(out / "rl" / "ckpt.pt", weights_only=True)["model"]
     monkeypatch.setattr(train_rl, "policy_loss", lambda *a: (torch.tensor(float("nan"), requires_grad=True), torch.tensor(0.0)))
     with pytest.raises(UserError, match=r"stopped at iteration 2: policy loss is nan; kept the last good checkpoint.*iteration 1"):
         train_rl.main(flags + ["--resume"])
     kept = torch.load(out / "rl" / "ckpt.pt", weights_only=True)
-    assert kept["step"] == 1 and all(torch.equal(good[k], kept["policy"][k]) for k in good)
+    assert kept["step"] == 1 and all(torch.equal(good[k], kept["model"][k]) for k in good)
     with pytest.raises(UserError, match=r"stopped at iteration 1: policy loss is nan; kept the last good checkpoint, no checkpoint yet"):
         train_rl.main(flags)  # a fresh run: the earlier run's checkpoint is not its own
     with pytest.raises(SystemExit, match="--temperature 0.0: RL samples its rollouts"):
@@ -290,15 +290,30 @@ def test_runaway_names_entropy_length_and_unfinished_collapses(last, reason):
     assert train_rl.runaway([warmup, log_row(), last]) == reason
 
 
-def test_a_collapse_stops_with_one_line_and_keeps_the_best_policy(sft_dir, tmp_path, monkeypatch, capsys):
+def test_fell_names_a_drop_of_more_than_two_standard_errors_below_the_best():
+    log = [{"iteration": 0, "accuracy": 0.5}, {"iteration": 8, "accuracy": 0.6}, {"iteration": 16, "accuracy": 0.6}]
+    # best 0.6 (the first of equals, iteration 8); two standard errors on 100 problems: 2 sqrt(0.6 x 0.4 / 100) = 0.098
+    assert train_rl.fell(log + [{"iteration": 24, "accuracy": 0.51}], 100) is None
+    assert train_rl.fell(log + [{"iteration": 24, "accuracy": 0.50}], 100) == (
+        "validation accuracy 0.500, more than two standard errors (0.098) below its best, 0.600 at iteration 8")
+    assert train_rl.fell(log, 100) is None
+
+
+@pytest.mark.parametrize("where", ["runaway", "fell"])
+def test_a_collapse_or_a_fall_stops_with_one_line_and_keeps_the_last_policy_before_it(sft_dir, tmp_path, monkeypatch, capsys, where):
     out = run_dir(sft_dir, tmp_path / "collapse")
-    monkeypatch.setattr(train_rl, "runaway", lambda history: "entropy 9.99 nats per token" if len(history) == 3 else None)
+    if where == "runaway":  # at the third iteration (the warm-up's, then two updates), before its validation
+        monkeypatch.setattr(train_rl, "runaway", lambda history: "entropy 9.99 nats per token" if len(history) == 3 else None)
+    else:  # at the second validation after iteration 0's
+        monkeypatch.setattr(train_rl, "fell", lambda val_log, n: "entropy 9.99 nats per token" if len(val_log) == 3 else None)
     metrics = train_rl.main(RL_FLAGS + ["--out", str(out), "--iterations", "5"])
-    assert "rl: stopped at iteration 2: entropy 9.99 nats per token; a collapse: kept the best checkpoint" in capsys.readouterr().out
+    assert "rl: stopped at iteration 2: entropy 9.99 nats per token; kept the policy of iteration 1" in capsys.readouterr().out
     assert metrics["stopped"] == "stopped at iteration 2: entropy 9.99 nats per token"
-    assert len(metrics["training_log"]) == 3  # the warm-up, two updates, and no more
+    assert len(metrics["training_log"]) == 3 and metrics["kept_iteration"] == 1  # the warm-up, two updates, and no more
     kept = torch.load(out / "rl" / "ckpt.pt", weights_only=True)
-    assert kept["step"] == 2  # written at iteration 1's validation, before the collapse
+    assert kept["step"] == 2  # written at iteration 1's validation, before the stop
+    policy = model_from_checkpoint(load_checkpoint(out / "rl" / "ckpt.pt"))
+    assert metrics["accuracy"] == train_rl.evaluate_policy(policy, read_split(out, "test"), read_task(out), "cpu")["accuracy"]
 
 
 def test_rollouts_go_where_the_reward_varies_on_new_problems(monkeypatch):

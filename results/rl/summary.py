@@ -31,20 +31,20 @@ def main(out, runs_dir="rl_sweep"):
     if not runs:
         sys.exit(f"error: no runs in {sweep}: run results/rl/sweep.sh (rl_sweep) or long.sh (rl_long) on {out} first")
     bins = sorted({int(d) for _, m in runs for d in m["accuracy_by_difficulty"]})
-    print("Greedy accuracy, SFT -> RL, and the change with its 95% paired interval; the checkpoint validation chose "
-          "(iteration 0 is the SFT policy) among those of the iterations run (a run cut short ran fewer than asked).\n")
-    print("| run | lr | rollouts x iterations run | chosen iteration | " + " | ".join(f"d={d}" for d in bins) + " |")
+    print("Greedy accuracy, SFT -> RL, and the change with its 95% paired interval; the policy kept: the last "
+          "one, or the last before validation stopped the run (iteration 0 is the SFT policy; a run cut short ran fewer than asked).\n")
+    print("| run | lr | rollouts x iterations run | kept iteration | " + " | ".join(f"d={d}" for d in bins) + " |")
     print("|---|---:|---|---:|" + "---|" * len(bins))
     for name, m in runs:
         ran = sum(h["phase"] == "policy" for h in m["training_log"])
         print(f"| {m['algo']}, {m['reward']} | {m['hyperparameters']['lr']:g} | {m['rollouts_per_iteration']} x {ran} | "
-              f"{m['best_iteration']} | " + " | ".join(change(m["before"], m, d) for d in bins) + " |")
+              f"{m['kept_iteration']} | " + " | ".join(change(m["before"], m, d) for d in bins) + " |")
     sc_path = next((os.path.join(out, "selfcorrect", n, "metrics.json") for n in sorted(os.listdir(os.path.join(out, "selfcorrect")))
                     if n.startswith("rl_")), None) if os.path.isdir(os.path.join(out, "selfcorrect")) else None
     if sc_path and os.path.exists(sc_path):
         with open(sc_path) as f:
             m = json.load(f)
-        print(f"\nRL ({m['algo']}, {m['reward']}) from the self-correction policy {m['policy']}; chosen iteration {m['best_iteration']}:\n")
+        print(f"\nRL ({m['algo']}, {m['reward']}) from the self-correction policy {m['policy']}; kept iteration {m['kept_iteration']}:\n")
         print("| d | greedy accuracy, SFT -> RL (95% paired interval of the change) | solutions using the back token, SFT -> RL |")
         print("|---:|---|---|")
         for d in bins:
