@@ -34,7 +34,7 @@ it; --reward process|both need it). Writes DIR/rl/ckpt.pt: the policy at the las
 (what search.py --policy rl reads), and everything --resume needs; and
 DIR/rl/metrics.json: greedy accuracy per test difficulty bin before (SFT) and after (RL), and
 the training log (reward, KL, entropy, length, accuracy per iteration; report.py plots it). The
-test bins are only reported; the validation split (128 problems: its dips between checkpoints are
+test bins are only reported; the validation split (tiny: 128 problems; its dips between checkpoints are
 noise, and picking the best of them cost the hard bin 0.005-0.055 on every outcome-reward run,
 results/rl/README.md) only stops a run whose accuracy falls.
 """
