@@ -30,14 +30,15 @@ A collapse (entropy or length running away, unfinished solutions) or a fall in v
 (a gamed reward) stops the run with one line.
 
 Reads DIR/data, DIR/sft/ckpt.pt and, when there, DIR/prm/ckpt.pt (the value model starts from
-it; --reward process|both need it). Writes DIR/rl/ckpt.pt: the policy at the last validation it passed
-(what search.py --policy rl reads), and everything --resume needs; and
+it; --reward process|both need it). Writes DIR/rl/ckpt.pt: the last policy, or validation's best if the run
+was stopped (what search.py --policy rl reads), and everything --resume needs; and
 DIR/rl/metrics.json: greedy accuracy per test difficulty bin before (SFT) and after (RL), and
 the training log (reward, KL, entropy, length, accuracy per iteration; report.py plots it). The
 test bins are only reported; the validation split (tiny: 128 problems; its dips between checkpoints are
 noise, and picking the best of them cost the hard bin 0.005-0.055 on every outcome-reward run,
 results/rl/README.md) only stops a run whose accuracy falls.
 """
+import copy
 import math
 import os
 import time
@@ -430,6 +431,7 @@ def start_or_resume(args, m, ckpt_path, task, val, device):
     if (ckpt["algo"], ckpt["reward"]) != (args.algo, args.reward):
         raise UserError(f"{ckpt_path} is a --algo {ckpt['algo']} --reward {ckpt['reward']} run: resume it with those flags")
     m.policy.load_state_dict(ckpt["model"])
+    m.best.load_state_dict(ckpt["best"])
     load_optimizer(m.policy_optimizer, ckpt["policy_optimizer"])
     if m.critic is not None:
         m.critic.load_state_dict(ckpt["critic"])
@@ -483,6 +485,7 @@ def main(argv=None, stop_after=None):
     m = SimpleNamespace(**dict(zip(("policy", "reference", "prm", "critic", "critic_init"), load_models(args, d.device))))
     m.policy_optimizer = make_optimizer(m.policy, args.lr)
     m.critic_optimizer = make_optimizer(m.critic, args.critic_lr) if m.critic is not None else None
+    m.best = copy.deepcopy(m.policy).requires_grad_(False)  # validation's best so far: what a stopped run keeps
     m.n_params = m.policy.flop_params()
     warmup = args.critic_warmup if args.algo == "ppo" else 0
     stage = "rl" if args.policy == "sft" else f"rl_{args.policy}"
@@ -493,7 +496,7 @@ def main(argv=None, stop_after=None):
           f"{', '.join(f'{k}: {v:.2f}' for k, v in mix_accuracy['accuracy_by_difficulty'].items())})")
 
     def checkpoint(it):  # the policy as it is now: the one kept, what search.py reads and --resume continues
-        save_checkpoint(ckpt_path, m.policy, step=it, policy_optimizer=m.policy_optimizer.state_dict(),
+        save_checkpoint(ckpt_path, m.policy, step=it, best=m.best.state_dict(), policy_optimizer=m.policy_optimizer.state_dict(),
                         critic=m.critic.state_dict() if m.critic is not None else None,
                         critic_optimizer=m.critic_optimizer.state_dict() if m.critic is not None else None,
                         history=history, val_log=val_log, difficulties=mix, mix_accuracy=mix_accuracy,
@@ -511,20 +514,21 @@ def main(argv=None, stop_after=None):
         if not stopped and it >= warmup and (done % args.eval_every == 0 or it + 1 == total):
             val_log.append({"iteration": done, "accuracy": evaluate_policy(m.policy, val, task, d.device)["accuracy"]})
             bar.write(f"rl iteration {done}: val greedy accuracy {val_log[-1]['accuracy']:.3f}")
+            if max(val_log, key=lambda v: v["accuracy"]) is val_log[-1]:  # the first of equals stays
+                m.best.load_state_dict(m.policy.state_dict())
             stopped = fell(val_log, len(val))
             if not stopped:
                 checkpoint(it + 1)
                 kept = done
-        if stopped:  # the checkpoint on disk is from before: the last policy that passed validation
+        if stopped:  # the decline began before it showed: keep validation's best so far (the SFT policy if none beat it)
+            kept = max(val_log, key=lambda v: v["accuracy"])["iteration"]
             stopped = f"stopped at iteration {done}: {stopped}"
-            bar.write(f"rl: {stopped}; kept the policy of iteration {kept} ({ckpt_path})")
-            if not os.path.exists(ckpt_path):  # nothing saved yet: keep the SFT policy, not the collapsed one
-                m.policy.load_state_dict(m.reference.state_dict())
-                checkpoint(it + 1)
+            bar.write(f"rl: {stopped}; kept validation's best, the policy of iteration {kept} ({ckpt_path})")
+            m.policy.load_state_dict(m.best.state_dict())
+            checkpoint(it + 1)
             break
         if stop_after is not None and it + 1 == stop_after:
             return None
-    m.policy.load_state_dict(load_checkpoint(ckpt_path)["model"])  # the kept policy is the one measured
     return write_metrics(args, m, stage, task, test, d.device, dict(
         critic_warmup=warmup, value_model_init=m.critic_init, training_difficulties=mix, training_mix_sft_accuracy=mix_accuracy,
         kept_iteration=kept, val_log=val_log, stopped=stopped, train_flops=sum(h["flops"] for h in history), training_log=history), t0)

@@ -80,6 +80,10 @@ MUTATIONS = [
     ("a reward model's resume taking a run with other settings for its own", "train_prm.py",
      '    run = f"{sorted(training_settings(args, sft).items())} {batch_size} {hash(',
      '    run = f"{batch_size} {hash(', "tests/test_prm.py"),
+    ("validation's alarm at one standard error, not two", "train_rl.py",
+     "margin = 2 * math.sqrt(", "margin = math.sqrt(", "tests/test_rl.py"),
+    ("a stopped run keeping the policy it stopped on, not validation's best", "train_rl.py",
+     "m.policy.load_state_dict(m.best.state_dict())", "m.policy.train()", "tests/test_rl.py"),
 ]
 
 

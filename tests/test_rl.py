@@ -300,20 +300,25 @@ def test_fell_names_a_drop_of_more_than_two_standard_errors_below_the_best():
 
 
 @pytest.mark.parametrize("where", ["runaway", "fell"])
-def test_a_collapse_or_a_fall_stops_with_one_line_and_keeps_the_last_policy_before_it(sft_dir, tmp_path, monkeypatch, capsys, where):
+def test_a_collapse_or_a_fall_stops_with_one_line_and_keeps_validations_best(sft_dir, tmp_path, monkeypatch, capsys, where):
+    first = run_dir(sft_dir, tmp_path / "first")  # the same run, killed after iteration 1's validation: its policy
+    train_rl.main(RL_FLAGS + ["--out", str(first), "--iterations", "5"], stop_after=2)
     out = run_dir(sft_dir, tmp_path / "collapse")
     if where == "runaway":  # at the third iteration (the warm-up's, then two updates), before its validation
         monkeypatch.setattr(train_rl, "runaway", lambda history: "entropy 9.99 nats per token" if len(history) == 3 else None)
     else:  # at the second validation after iteration 0's
         monkeypatch.setattr(train_rl, "fell", lambda val_log, n: "entropy 9.99 nats per token" if len(val_log) == 3 else None)
     metrics = train_rl.main(RL_FLAGS + ["--out", str(out), "--iterations", "5"])
-    assert "rl: stopped at iteration 2: entropy 9.99 nats per token; kept the policy of iteration 1" in capsys.readouterr().out
+    best = max(metrics["val_log"], key=lambda v: v["accuracy"])["iteration"]  # 0 (the SFT policy) or 1
+    assert f"rl: stopped at iteration 2: entropy 9.99 nats per token; kept validation's best, the policy of iteration {best}" \
+        in capsys.readouterr().out
     assert metrics["stopped"] == "stopped at iteration 2: entropy 9.99 nats per token"
-    assert len(metrics["training_log"]) == 3 and metrics["kept_iteration"] == 1  # the warm-up, two updates, and no more
-    kept = torch.load(out / "rl" / "ckpt.pt", weights_only=True)
-    assert kept["step"] == 2  # written at iteration 1's validation, before the stop
-    policy = model_from_checkpoint(load_checkpoint(out / "rl" / "ckpt.pt"))
-    assert metrics["accuracy"] == train_rl.evaluate_policy(policy, read_split(out, "test"), read_task(out), "cpu")["accuracy"]
+    assert len(metrics["training_log"]) == 3 and metrics["kept_iteration"] == best  # the warm-up, two updates, and no more
+    kept = load_checkpoint(out / "rl" / "ckpt.pt")
+    expected = load_checkpoint(first / "rl" / "ckpt.pt")["model"] if best else load_checkpoint(sft_dir / "sft" / "ckpt.pt")["model"]
+    assert all(torch.equal(kept["model"][k], expected[k]) for k in expected)
+    test = read_split(out, "test")
+    assert metrics["outcomes"] == train_rl.evaluate_policy(model_from_checkpoint(kept), test, read_task(out), "cpu")["outcomes"]
 
 
 def test_rollouts_go_where_the_reward_varies_on_new_problems(monkeypatch):
