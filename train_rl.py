@@ -36,7 +36,7 @@ DIR/rl/metrics.json: greedy accuracy per test difficulty bin before (SFT) and af
 the training log (reward, KL, entropy, length, accuracy per iteration; report.py plots it). The
 test bins are only reported; the validation split (tiny: 128 problems; its dips between checkpoints are
 noise, and picking the best of them cost the hard bin 0.005-0.055 on every outcome-reward run,
-results/rl/README.md) only stops a run whose accuracy falls.
+results/rl/README.md) only stops a run whose accuracy falls, and then its best is kept.
 """
 import copy
 import math
