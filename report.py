@@ -316,7 +316,7 @@ def rl_section(out):
     rl, sft_rows, rl_rows = load(out, "rl"), load(out, "search", "scaling.json"), load(out, "search_rl", "scaling.json")
     if not rl:
         return "No RL run yet (train_rl.py)."
-    sft = " (the SFT policy: validation stopped the run before an RL policy passed; the changes below are two sampling draws of one policy)"
+    sft = " (the SFT policy: the run was stopped and no RL policy had beaten it on validation; the changes below are two sampling draws of one policy)"
     lines = [f"{rl['algo'].upper()}, reward {rl['reward']}, {rl['iterations']} iterations of {rl['rollouts_per_iteration']} "
              f"rollouts; kept the policy of iteration {rl['kept_iteration']}" + (sft if rl["kept_iteration"] == 0 else "")
              + (f"; {rl['stopped']}" if rl.get("stopped") else "") + ".", ""]

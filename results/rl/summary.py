@@ -32,7 +32,7 @@ def main(out, runs_dir="rl_sweep"):
         sys.exit(f"error: no runs in {sweep}: run results/rl/sweep.sh (rl_sweep) or long.sh (rl_long) on {out} first")
     bins = sorted({int(d) for _, m in runs for d in m["accuracy_by_difficulty"]})
     print("Greedy accuracy, SFT -> RL, and the change with its 95% paired interval; the policy kept: the last "
-          "one, or the last before validation stopped the run (iteration 0 is the SFT policy; a run cut short ran fewer than asked).\n")
+          "one, or validation's best if the run was stopped (iteration 0 is the SFT policy; a run cut short ran fewer than asked).\n")
     print("| run | lr | rollouts x iterations run | kept iteration | " + " | ".join(f"d={d}" for d in bins) + " |")
     print("|---|---:|---|---:|" + "---|" * len(bins))
     for name, m in runs:
