@@ -504,7 +504,6 @@ def main(argv=None, stop_after=None):
 
     # ---- train; validate and checkpoint every eval_every iterations; stop at a collapse or a fall
     stopped, total = None, warmup + args.iterations
-    kept = val_log[-1]["iteration"]  # the iteration of the policy on disk (0: the SFT policy, none saved yet)
     bar = tqdm(range(start, total), initial=start, total=total, desc=f"rl {args.algo}")
     for it in bar:
         history.append(iteration(it, args, m, task, mix, it < warmup, d.device, ckpt_path))
@@ -519,19 +518,19 @@ def main(argv=None, stop_after=None):
             stopped = fell(val_log, len(val))
             if not stopped:
                 checkpoint(it + 1)
-                kept = done
         if stopped:  # the decline began before it showed: keep validation's best so far (the SFT policy if none beat it)
-            kept = max(val_log, key=lambda v: v["accuracy"])["iteration"]
             stopped = f"stopped at iteration {done}: {stopped}"
-            bar.write(f"rl: {stopped}; kept validation's best, the policy of iteration {kept} ({ckpt_path})")
+            bar.write(f"rl: {stopped}; kept validation's best, the policy of iteration "
+                      f"{max(val_log, key=lambda v: v['accuracy'])['iteration']} ({ckpt_path})")
             m.policy.load_state_dict(m.best.state_dict())
             checkpoint(it + 1)
             break
         if stop_after is not None and it + 1 == stop_after:
             return None
+    kept = max(val_log, key=lambda v: v["accuracy"]) if stopped else val_log[-1]  # the policy in m.policy and on disk
     return write_metrics(args, m, stage, task, test, d.device, dict(
         critic_warmup=warmup, value_model_init=m.critic_init, training_difficulties=mix, training_mix_sft_accuracy=mix_accuracy,
-        kept_iteration=kept, val_log=val_log, stopped=stopped, train_flops=sum(h["flops"] for h in history), training_log=history), t0)
+        kept_iteration=kept["iteration"], val_log=val_log, stopped=stopped, train_flops=sum(h["flops"] for h in history), training_log=history), t0)
 
 
 def write_metrics(args, m, stage, task, test, device, run, t0):
